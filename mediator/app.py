@@ -1,0 +1,26 @@
+"""The application factory: everything a worker needs is built here, nothing global."""
+
+from __future__ import annotations
+
+from flask import Flask
+
+from mediator.logs import configure_logging
+from mediator.runtime import MediatorRuntime
+from mediator.settings import Settings, load_settings
+from mediator.web import transaction
+from mediator.web.fhir_api import fhir
+from mediator.web.operations import operations
+
+
+def create_app(settings: Settings | None = None, runtime: MediatorRuntime | None = None) -> Flask:
+    settings = settings or (runtime.settings if runtime else load_settings())
+    configure_logging(settings.log_level)
+    app = Flask("mediator")
+    app.config["MAX_CONTENT_LENGTH"] = settings.mediator_max_body_bytes
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    rt = runtime or MediatorRuntime(settings)
+    app.extensions["mediator"] = rt
+    transaction.install(app, lambda: rt.settings.mediator_urn)
+    app.register_blueprint(operations)
+    app.register_blueprint(fhir)
+    return app

@@ -1,0 +1,79 @@
+"""The CapabilityStatement: exactly what the mediator serves, built from one declaration."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from mediator.openhim.orchestrations import iso_now
+
+
+@dataclass(frozen=True)
+class SearchParam:
+    name: str
+    type: str
+    documentation: str
+
+
+@dataclass(frozen=True)
+class ResourceSupport:
+    type: str
+    interactions: tuple[str, ...]
+    search_params: tuple[SearchParam, ...] = ()
+    documentation: str = ""
+
+
+_PAGING = (
+    SearchParam("_count", "number", "Page size (capped at 500)."),
+    SearchParam("page-offset", "number", "1-based page number, as in the Bundle's next/previous links."),
+    SearchParam("_lastUpdated", "date", "Changed since/before, with prefixes eq|gt|lt|ge|le..."),
+    SearchParam("identifier", "token", "The openIMIS code or UUID; a searchset with 0 or 1 entries."),
+)
+
+SUPPORTED: tuple[ResourceSupport, ...] = (
+    ResourceSupport(
+        "ActivityDefinition",
+        ("read", "search-type"),
+        _PAGING,
+        "openIMIS medical services with their prices (OpenHIE step 1/4). Read by UUID or service code.",
+    ),
+    ResourceSupport(
+        "Medication",
+        ("read", "search-type"),
+        _PAGING,
+        "openIMIS medical items with their prices (OpenHIE step 1/4). Read by UUID or item code.",
+    ),
+)
+
+
+def capability_statement(public_base: str, version: str) -> dict[str, Any]:
+    return {
+        "resourceType": "CapabilityStatement",
+        "status": "active",
+        "date": iso_now(),
+        "kind": "instance",
+        "fhirVersion": "4.0.1",
+        "format": ["application/fhir+json", "application/json"],
+        "software": {"name": "openIMIS OpenHIM mediator", "version": version},
+        "implementation": {
+            "description": "OpenHIM mediator in front of openIMIS",
+            "url": public_base,
+        },
+        "rest": [
+            {
+                "mode": "server",
+                "resource": [
+                    {
+                        "type": r.type,
+                        "documentation": r.documentation,
+                        "interaction": [{"code": code} for code in r.interactions],
+                        "searchParam": [
+                            {"name": p.name, "type": p.type, "documentation": p.documentation}
+                            for p in r.search_params
+                        ],
+                    }
+                    for r in SUPPORTED
+                ],
+            }
+        ],
+    }

@@ -1,0 +1,1 @@
+"""Everything OpenHIM: the mediator response envelope, orchestrations, registration, heartbeat."""

@@ -1,0 +1,243 @@
+"""HTTP client for the openIMIS FHIR R4 API.
+
+One instance per worker process: a pooled `requests.Session`, a cached JWT shared by the
+worker's threads, and a login guard. openIMIS locks an account after five failed logins, so a
+failed login suspends further attempts for `openimis_login_retry_after` seconds instead of
+retrying; a 401 on a resource call refreshes the token once, never more.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import requests
+from requests.adapters import HTTPAdapter
+
+from mediator.openhim.orchestrations import OrchestrationRecorder, UpstreamCall
+from mediator.openimis.errors import (
+    OpenImisBroken,
+    OpenImisLoginRefused,
+    OpenImisRateLimited,
+    OpenImisTimeout,
+    OpenImisUnreachable,
+)
+from mediator.settings import Settings
+
+log = logging.getLogger("mediator.openimis")
+
+JSON = "application/json"
+#: Renew the token this long before openIMIS says it expires (clock skew, long requests).
+TOKEN_RENEW_MARGIN_S = 60.0
+
+
+@dataclass(frozen=True)
+class UpstreamResponse:
+    status: int
+    headers: Mapping[str, str]
+    content: bytes
+
+    @property
+    def ok(self) -> bool:
+        return 200 <= self.status < 300
+
+    def json(self) -> Any:
+        """Parsed body; UTF-8 decoded directly (requests' charset sniffing is slow)."""
+        try:
+            return json.loads(self.content)
+        except ValueError:
+            raise OpenImisBroken(f"openIMIS answered {self.status} with a body that is not JSON") from None
+
+    def outcome_messages(self) -> list[str]:
+        """The messages of an OperationOutcome body, or [] if the body is not one."""
+        try:
+            body = json.loads(self.content)
+        except ValueError:
+            return []
+        if not isinstance(body, dict) or body.get("resourceType") != "OperationOutcome":
+            return []
+        messages = []
+        for issue in body.get("issue") or []:
+            text = (issue.get("details") or {}).get("text") or issue.get("diagnostics") or ""
+            if text:
+                messages.append(str(text))
+        return messages
+
+
+class OpenImisClient:
+    def __init__(
+        self,
+        settings: Settings,
+        session: requests.Session | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.base = settings.openimis_fhir_base
+        self._username = settings.openimis_username
+        self._password = settings.openimis_password
+        self._timeout = (settings.openimis_connect_timeout, settings.openimis_read_timeout)
+        self._login_retry_after = settings.openimis_login_retry_after
+        self._clock = clock
+        self._session = session or requests.Session()
+        adapter = HTTPAdapter(pool_connections=2, pool_maxsize=settings.openimis_pool_size)
+        self._session.mount("http://", adapter)
+        self._session.mount("https://", adapter)
+        self._session.verify = settings.tls_verify
+        self._lock = threading.Lock()
+        self._token: str | None = None
+        self._token_renew_at = 0.0
+        self._login_suspended_until = 0.0
+
+    def close(self) -> None:
+        self._session.close()
+
+    # -- public API ------------------------------------------------------------------------
+
+    def get(
+        self,
+        path: str,
+        recorder: OrchestrationRecorder,
+        name: str,
+        params: Mapping[str, str] | None = None,
+    ) -> UpstreamResponse:
+        return self.request("GET", path, recorder, name, params=params)
+
+    def post(self, path: str, body: bytes, recorder: OrchestrationRecorder, name: str) -> UpstreamResponse:
+        return self.request("POST", path, recorder, name, body=body)
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        recorder: OrchestrationRecorder,
+        name: str,
+        params: Mapping[str, str] | None = None,
+        body: bytes | None = None,
+    ) -> UpstreamResponse:
+        """Call `path` (relative to the FHIR base) with a valid token, refreshing it once on 401."""
+        token = self._valid_token(recorder)
+        response = self._send(method, path, recorder, name, token, params, body)
+        if response.status == 401:
+            self._forget_token(token)
+            token = self._valid_token(recorder)
+            response = self._send(
+                method, path, recorder, f"{name} (after token refresh)", token, params, body
+            )
+            if response.status == 401:
+                raise OpenImisLoginRefused("openIMIS refused a freshly issued token")
+        if response.status == 429:
+            raise OpenImisRateLimited("openIMIS answered 429", _retry_after(response.headers))
+        return response
+
+    def ensure_login(self, recorder: OrchestrationRecorder) -> None:
+        """Log in unless a valid token is cached (used by readiness checks)."""
+        self._valid_token(recorder)
+
+    # -- token handling --------------------------------------------------------------------
+
+    def _valid_token(self, recorder: OrchestrationRecorder) -> str:
+        now = self._clock()
+        token = self._token
+        if token is not None and now < self._token_renew_at:
+            return token
+        with self._lock:
+            now = self._clock()
+            if self._token is not None and now < self._token_renew_at:
+                return self._token
+            if now < self._login_suspended_until:
+                raise OpenImisLoginRefused(
+                    "openIMIS login suspended after a failure; next attempt in "
+                    f"{self._login_suspended_until - now:.0f} s"
+                )
+            return self._login(recorder)
+
+    def _login(self, recorder: OrchestrationRecorder) -> str:
+        credentials = {"username": self._username, "password": self._password.reveal()}
+        body = json.dumps(credentials).encode()
+        response = self._send("POST", "login/", recorder, "openIMIS login", None, None, body)
+        if response.status == 429:
+            raise OpenImisRateLimited("openIMIS answered 429 to the login", _retry_after(response.headers))
+        if response.status != 200:
+            self._login_suspended_until = self._clock() + self._login_retry_after
+            log.error(
+                "openIMIS login failed",
+                extra={"upstream_status": response.status, "retry_in_s": self._login_retry_after},
+            )
+            if response.status >= 500:
+                raise OpenImisBroken(f"openIMIS login answered {response.status}")
+            raise OpenImisLoginRefused(f"openIMIS login answered {response.status}")
+        try:
+            answer = json.loads(response.content)
+            token = str(answer["token"])
+            exp = float(answer.get("exp") or 0)
+        except (ValueError, KeyError, TypeError):
+            self._login_suspended_until = self._clock() + self._login_retry_after
+            raise OpenImisBroken("openIMIS login answered without a token") from None
+        now = self._clock()
+        lifetime = exp - now if exp else 3600.0
+        self._token = token
+        self._token_renew_at = now + max(lifetime - min(TOKEN_RENEW_MARGIN_S, lifetime / 10), 0)
+        return token
+
+    def _forget_token(self, token: str) -> None:
+        with self._lock:
+            if self._token == token:
+                self._token = None
+
+    # -- transport -------------------------------------------------------------------------
+
+    def _send(
+        self,
+        method: str,
+        path: str,
+        recorder: OrchestrationRecorder,
+        name: str,
+        token: str | None,
+        params: Mapping[str, str] | None,
+        body: bytes | None,
+    ) -> UpstreamResponse:
+        url = self.base + path.lstrip("/")
+        headers = {"Accept": JSON}
+        if body is not None:
+            headers["Content-Type"] = JSON
+        if token is not None:
+            headers["Authorization"] = f"Bearer {token}"
+        started = time.time()
+        call = UpstreamCall(name, method, url, headers, body, started, started)
+        try:
+            r = self._session.request(
+                method,
+                url,
+                params=params,
+                data=body,
+                headers=headers,
+                timeout=self._timeout,
+                allow_redirects=False,
+            )
+        except requests.Timeout as exc:
+            call.ended, call.error = time.time(), f"timeout: {type(exc).__name__}"
+            recorder.record(call)
+            raise OpenImisTimeout(f"{name}: no answer within {self._timeout[1]} s") from None
+        except requests.RequestException as exc:
+            call.ended, call.error = time.time(), f"unreachable: {type(exc).__name__}"
+            recorder.record(call)
+            raise OpenImisUnreachable(f"{name}: {type(exc).__name__}") from None
+        call.ended = time.time()
+        call.url = r.url
+        call.status = r.status_code
+        call.response_headers = dict(r.headers)
+        call.response_body = r.content
+        recorder.record(call)
+        return UpstreamResponse(r.status_code, r.headers, r.content)
+
+
+def _retry_after(headers: Mapping[str, str]) -> float | None:
+    value = headers.get("Retry-After")
+    try:
+        return max(float(value), 0.0) if value is not None else None
+    except ValueError:
+        return None

@@ -1,0 +1,194 @@
+"""The one typed settings object of the mediator.
+
+Values come, in increasing precedence, from `config/defaults.toml`, environment variables of
+the same name in upper case, and (for console-editable settings) the OpenHIM console. A value
+that does not parse stops the start with a one-line message naming the setting, so an operator
+never runs on a silently-defaulted value.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+CONFIG_DIR = Path(os.environ.get("MEDIATOR_CONFIG_DIR", Path(__file__).resolve().parent.parent / "config"))
+DEFAULTS_FILE = CONFIG_DIR / "defaults.toml"
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+_LOG_LEVELS = {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}
+
+
+class SettingsError(ValueError):
+    """A setting has a value the mediator cannot run with; the message names the setting."""
+
+
+class Secret(str):
+    """A string that never shows itself in a repr, a log line or an error message."""
+
+    def __repr__(self) -> str:
+        return "'***'" if self else "''"
+
+    def reveal(self) -> str:
+        return str.__str__(self)
+
+
+def console(param: str) -> dict[str, Any]:
+    """Field metadata: the setting may be changed live from the OpenHIM console as `param`."""
+    return {"console": param}
+
+
+@dataclass(frozen=True)
+class Settings:
+    mediator_host: str
+    mediator_port: int
+    mediator_public_url: str = field(metadata=console("mediatorPublicUrl"))
+    mediator_workers: int
+    mediator_threads: int
+    mediator_max_body_bytes: int
+    mediator_urn: str
+    log_level: str = field(metadata=console("logLevel"))
+
+    openimis_url: str = field(metadata=console("openimisUrl"))
+    openimis_fhir_path: str = field(metadata=console("openimisFhirPath"))
+    openimis_username: str = field(metadata=console("openimisUsername"))
+    openimis_password: Secret = field(metadata=console("openimisPassword"))
+    openimis_verify_tls: bool = field(metadata=console("openimisVerifyTls"))
+    openimis_ca_bundle: str = field(metadata=console("openimisCaBundle"))
+    openimis_connect_timeout: float = field(metadata=console("openimisConnectTimeout"))
+    openimis_read_timeout: float = field(metadata=console("openimisReadTimeout"))
+    openimis_login_retry_after: float
+    openimis_pool_size: int
+
+    sandbox_host: str
+    sandbox_port: int
+
+    # -- derived values -------------------------------------------------------------------
+
+    @property
+    def uses_sandbox(self) -> bool:
+        return not self.openimis_url
+
+    @property
+    def openimis_fhir_base(self) -> str:
+        """Absolute FHIR base of openIMIS, always ending with a slash (openIMIS needs it)."""
+        return self.openimis_url.rstrip("/") + "/" + self.openimis_fhir_path.strip("/") + "/"
+
+    @property
+    def public_base_url(self) -> str:
+        """Where clients reach the mediator's FHIR endpoints (no trailing slash)."""
+        root = self.mediator_public_url or f"http://localhost:{self.mediator_port}"
+        return root.rstrip("/") + "/fhir"
+
+    @property
+    def tls_verify(self) -> bool | str:
+        """The value `requests` takes for `verify`: a CA bundle path, or a boolean."""
+        if not self.openimis_verify_tls:
+            return False
+        return self.openimis_ca_bundle or True
+
+    def with_overrides(self, overrides: Mapping[str, Any]) -> Settings:
+        """A validated copy with some settings replaced (names as the dataclass fields)."""
+        raw = {f.name: getattr(self, f.name) for f in fields(self)}
+        raw.update(overrides)
+        return _build(raw)
+
+    def console_params(self) -> dict[str, str]:
+        """Console parameter name -> field name, for the settings editable in OpenHIM."""
+        return {f.metadata["console"]: f.name for f in fields(self) if "console" in f.metadata}
+
+
+def load_settings(environ: Mapping[str, str] | None = None, defaults_file: Path = DEFAULTS_FILE) -> Settings:
+    """Build the settings from the defaults file and the environment."""
+    environ = os.environ if environ is None else environ
+    try:
+        with defaults_file.open("rb") as fh:
+            raw: dict[str, Any] = tomllib.load(fh)
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise SettingsError(f"cannot read the defaults file {defaults_file}: {exc}") from None
+    for f in fields(Settings):
+        value = environ.get(f.name.upper())
+        if value is not None:
+            raw[f.name] = value
+    return _build(raw)
+
+
+def _build(raw: Mapping[str, Any]) -> Settings:
+    values: dict[str, Any] = {}
+    for f in fields(Settings):
+        name = f.name.upper()
+        if f.name not in raw:
+            raise SettingsError(f"{name}: no value (missing from {DEFAULTS_FILE.name})")
+        values[f.name] = _coerce(name, f.type, raw[f.name])
+    settings = Settings(**values)
+    _check(settings)
+    return settings
+
+
+def _coerce(name: str, type_name: Any, value: Any) -> Any:
+    type_name = type_name if isinstance(type_name, str) else type_name.__name__
+    try:
+        if type_name == "bool":
+            if isinstance(value, bool):
+                return value
+            text = str(value).strip().lower()
+            if text in _TRUE:
+                return True
+            if text in _FALSE:
+                return False
+            raise ValueError
+        if type_name == "int":
+            if isinstance(value, bool):
+                raise ValueError
+            return int(str(value).strip())
+        if type_name == "float":
+            if isinstance(value, bool):
+                raise ValueError
+            return float(str(value).strip())
+        if type_name == "Secret":
+            return Secret(value)
+        return str(value).strip()
+    except ValueError:
+        shown = "***" if type_name == "Secret" else repr(value)
+        raise SettingsError(f"{name}: {shown} is not a valid {type_name}") from None
+
+
+def _check(s: Settings) -> None:
+    def fail(name: str, why: str) -> None:
+        raise SettingsError(f"{name.upper()}: {why}")
+
+    for port_field in ("mediator_port", "sandbox_port"):
+        port = getattr(s, port_field)
+        if not 0 <= port <= 65535 or (port == 0 and port_field == "mediator_port"):
+            fail(port_field, f"{port} is not a usable TCP port")
+    for url_field in ("openimis_url", "mediator_public_url"):
+        url = getattr(s, url_field)
+        if url:
+            parts = urlsplit(url)
+            if parts.scheme not in ("http", "https") or not parts.netloc:
+                fail(url_field, f"{url!r} is not an absolute http(s) URL")
+    if not s.openimis_fhir_path.startswith("/"):
+        fail("openimis_fhir_path", f"{s.openimis_fhir_path!r} must start with '/'")
+    if s.openimis_ca_bundle and not Path(s.openimis_ca_bundle).is_file():
+        fail("openimis_ca_bundle", f"{s.openimis_ca_bundle!r} is not a readable file")
+    if s.log_level.upper() not in _LOG_LEVELS:
+        fail("log_level", f"{s.log_level!r} is not one of {', '.join(sorted(_LOG_LEVELS))}")
+    for positive in (
+        "mediator_workers",
+        "mediator_threads",
+        "mediator_max_body_bytes",
+        "openimis_connect_timeout",
+        "openimis_read_timeout",
+        "openimis_pool_size",
+    ):
+        if getattr(s, positive) <= 0:
+            fail(positive, f"{getattr(s, positive)} must be greater than zero")
+    if s.openimis_login_retry_after < 0:
+        fail("openimis_login_retry_after", "must not be negative")
+    if s.openimis_url and not s.openimis_username:
+        fail("openimis_username", "is required when OPENIMIS_URL is set")

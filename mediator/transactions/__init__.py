@@ -1,0 +1,1 @@
+"""The FHIR transactions between facilities and openIMIS, one module per OpenHIE transaction."""

@@ -1,0 +1,151 @@
+"""OpenHIE steps 1 and 4: the medical services (ActivityDefinition) and items (Medication) lists.
+
+Facilities page through the price lists or look one service/item up by id or code. openIMIS
+answers `?identifier=` with a bare resource and builds links to itself; both are absorbed here.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+from urllib.parse import urlencode
+
+from mediator.fhir.outcome import FhirError, Issue
+from mediator.openhim.orchestrations import OrchestrationRecorder
+from mediator.openimis.client import OpenImisClient, UpstreamResponse
+from mediator.openimis.errors import OpenImisBroken
+from mediator.openimis.quirks import means_not_found, rewrite_bundle, searchset
+
+SEARCH_PARAMS = ("identifier", "_lastUpdated", "_count", "page-offset")
+#: A facility may ask for big pages, but one request must not pull the whole catalogue at once.
+MAX_PAGE_SIZE = 500
+_ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
+_LAST_UPDATED = re.compile(r"^(eq|ne|gt|lt|ge|le|sa|eb|ap)?\d{4}-\d{2}-\d{2}(T\d{2}:\d{2}(:\d{2})?)?$")
+
+
+class MasterData(StrEnum):
+    """The two catalogues of openIMIS a facility claims against."""
+
+    SERVICES = "ActivityDefinition"
+    ITEMS = "Medication"
+
+    @property
+    def label(self) -> str:
+        return "medical services" if self is MasterData.SERVICES else "medical items"
+
+
+@dataclass(frozen=True)
+class SearchRequest:
+    identifier: str | None
+    upstream_params: dict[str, str]
+    self_query: str
+
+
+def parse_search(params: Sequence[tuple[str, str]]) -> SearchRequest:
+    """Validate the search parameters a facility sent; unknown ones are ignored (FHIR lenient)."""
+    errors = []
+    upstream: dict[str, str] = {}
+    identifier = None
+    for name, value in params:
+        if name == "_count" or name == "page-offset":
+            if not value.isdigit() or int(value) < (0 if name == "_count" else 1):
+                errors.append(
+                    (
+                        name,
+                        f"{name} must be a {'non-negative' if name == '_count' else 'positive'} integer",
+                    )
+                )
+            else:
+                upstream[name] = str(min(int(value), MAX_PAGE_SIZE)) if name == "_count" else value
+        elif name == "_lastUpdated":
+            if not _LAST_UPDATED.match(value):
+                errors.append((name, "_lastUpdated must be [prefix]YYYY-MM-DD[THH:MM[:SS]]"))
+            else:
+                upstream[name] = value
+        elif name == "identifier":
+            identifier = value.rsplit("|", 1)[-1]
+            if not identifier:
+                errors.append((name, "identifier must not be empty"))
+    if errors:
+        raise FhirError(
+            400,
+            [Issue("invalid", diag, [name]) for name, diag in errors],
+            outcome="invalid-search",
+        )
+    applied = [(k, v) for k, v in params if k in SEARCH_PARAMS]
+    return SearchRequest(identifier, upstream, urlencode(applied))
+
+
+def search(
+    client: OpenImisClient,
+    kind: MasterData,
+    params: Sequence[tuple[str, str]],
+    recorder: OrchestrationRecorder,
+    public_base: str,
+) -> dict[str, Any]:
+    request = parse_search(params)
+    self_link = f"{public_base}/{kind}" + (f"?{request.self_query}" if request.self_query else "")
+    if request.identifier is not None:
+        found = _find_by_identifier(client, kind, request.identifier, recorder)
+        return searchset([found] if found else [], public_base, self_link)
+    response = client.get(f"{kind}/", recorder, f"openIMIS {kind.label} list", params=request.upstream_params)
+    if not response.ok:
+        raise _upstream_failure(kind, response)
+    bundle = response.json()
+    if not isinstance(bundle, dict) or bundle.get("resourceType") != "Bundle":
+        raise OpenImisBroken(f"openIMIS {kind} list is not a Bundle")
+    return rewrite_bundle(bundle, public_base, SEARCH_PARAMS)
+
+
+def read(
+    client: OpenImisClient, kind: MasterData, ident: str, recorder: OrchestrationRecorder
+) -> dict[str, Any]:
+    """Read by openIMIS UUID or by code (openIMIS tries both, in that order)."""
+    if not _ID.match(ident):
+        raise FhirError.of(400, "invalid", f"{ident!r} is not a valid FHIR id or code", ["id"])
+    response = client.get(f"{kind}/{ident}/", recorder, f"openIMIS {kind.label} read")
+    if response.ok:
+        return _expect(kind, response.json())
+    if means_not_found(response.status, response.outcome_messages()):
+        raise FhirError.of(404, "not-found", f"{kind}/{ident} is not known to openIMIS", outcome="not-found")
+    raise _upstream_failure(kind, response)
+
+
+def _find_by_identifier(
+    client: OpenImisClient, kind: MasterData, identifier: str, recorder: OrchestrationRecorder
+) -> dict[str, Any] | None:
+    if kind is MasterData.ITEMS:
+        # openIMIS answers this search with ONE bare resource, not a Bundle.
+        response = client.get(
+            f"{kind}/",
+            recorder,
+            f"openIMIS {kind.label} search by identifier",
+            params={"identifier": identifier},
+        )
+    else:
+        # ActivityDefinition has no identifier search in openIMIS: read by UUID-or-code instead.
+        if not _ID.match(identifier):
+            return None
+        response = client.get(f"{kind}/{identifier}/", recorder, f"openIMIS {kind.label} read by identifier")
+    if response.ok:
+        body = response.json()
+        if isinstance(body, dict) and body.get("resourceType") == "Bundle":  # a fixed openIMIS
+            entries = [e.get("resource") for e in body.get("entry") or []]
+            return next((_expect(kind, r) for r in entries if r), None)
+        return _expect(kind, body)
+    if means_not_found(response.status, response.outcome_messages()):
+        return None
+    raise _upstream_failure(kind, response)
+
+
+def _expect(kind: MasterData, body: Any) -> dict[str, Any]:
+    if not isinstance(body, dict) or body.get("resourceType") != str(kind):
+        raise OpenImisBroken(f"openIMIS answered something else than a {kind}")
+    return body
+
+
+def _upstream_failure(kind: MasterData, response: UpstreamResponse) -> OpenImisBroken:
+    return OpenImisBroken(f"openIMIS {kind} answered {response.status}")

@@ -1,0 +1,47 @@
+"""FHIR REST endpoints under /fhir: routing only; the work is in `mediator.transactions`."""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response, current_app, request
+
+from mediator import __version__
+from mediator.fhir.capability import capability_statement
+from mediator.runtime import MediatorRuntime
+from mediator.transactions import medical_services
+from mediator.transactions.medical_services import MasterData
+from mediator.web.transaction import current, fhir_answer
+
+fhir = Blueprint("fhir", __name__, url_prefix="/fhir")
+
+
+def runtime() -> MediatorRuntime:
+    return current_app.extensions["mediator"]
+
+
+@fhir.get("/metadata")
+def metadata() -> Response:
+    return fhir_answer(capability_statement(runtime().settings.public_base_url, __version__))
+
+
+@fhir.get("/<any(ActivityDefinition, Medication):resource_type>")
+def search_master_data(resource_type: str) -> Response:
+    rt, ctx = runtime(), current()
+    kind = MasterData(resource_type)
+    bundle = medical_services.search(
+        rt.openimis,
+        kind,
+        list(request.args.items(multi=True)),
+        ctx.recorder,
+        rt.settings.public_base_url,
+    )
+    ctx.properties.update({"transaction": f"{kind.label} search", "total": bundle.get("total")})
+    return fhir_answer(bundle)
+
+
+@fhir.get("/<any(ActivityDefinition, Medication):resource_type>/<ident>")
+def read_master_data(resource_type: str, ident: str) -> Response:
+    rt, ctx = runtime(), current()
+    kind = MasterData(resource_type)
+    resource = medical_services.read(rt.openimis, kind, ident, ctx.recorder)
+    ctx.properties.update({"transaction": f"{kind.label} read", "id": ident})
+    return fhir_answer(resource)

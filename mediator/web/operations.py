@@ -1,0 +1,29 @@
+"""Liveness and readiness, for orchestrators and operators (JSON, never FHIR)."""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response, current_app, jsonify
+
+from mediator import __version__
+
+operations = Blueprint("operations", __name__)
+
+
+@operations.get("/health")
+def health() -> Response:
+    return jsonify(status="up", version=__version__)
+
+
+@operations.get("/ready")
+def ready() -> tuple[Response, int]:
+    rt = current_app.extensions["mediator"]
+    openimis = rt.openimis_status()
+    body = {
+        "status": "ready" if openimis["ready"] else "not ready",
+        "version": __version__,
+        "openimis": openimis,
+        "openhim": {"mode": "standalone"},
+    }
+    if rt.config_error:
+        body["config_error"] = rt.config_error
+    return jsonify(body), 200 if openimis["ready"] else 503

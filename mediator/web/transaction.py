@@ -1,0 +1,199 @@
+"""The life of one request: its transaction context, errors as FHIR, envelope, summary log.
+
+Handlers only produce a FHIR answer (`fhir_answer`) and set what the transaction means
+(`current().status`, `.properties`, `.outcome`); everything OpenHIM- and log-related for the
+request happens here, in one place.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from flask import Flask, Response, g, request
+from werkzeug.exceptions import HTTPException
+
+from mediator.fhir.media import FHIR_JSON, accepts_fhir_json, is_fhir_json_body
+from mediator.fhir.outcome import FhirError, Issue, operation_outcome
+from mediator.logs import transaction_id
+from mediator.openhim.envelope import (
+    OPENHIM_CONTENT_TYPE,
+    TRANSACTION_HEADER,
+    TransactionStatus,
+    build_envelope,
+    status_for_http,
+)
+from mediator.openhim.orchestrations import OrchestrationRecorder
+from mediator.openimis.errors import (
+    OpenImisError,
+    OpenImisLoginRefused,
+    OpenImisRateLimited,
+    OpenImisTimeout,
+)
+
+log = logging.getLogger("mediator.transaction")
+
+#: Headers of the mediator's answer that OpenHIM passes on to the client.
+_FORWARDED_HEADERS = ("Content-Type", "Location", "Retry-After", "ETag", "Last-Modified", "Allow")
+_HTTP_CODES = {
+    400: "invalid",
+    404: "not-found",
+    405: "not-supported",
+    406: "not-supported",
+    413: "too-costly",
+    415: "not-supported",
+}
+
+
+@dataclass
+class TransactionContext:
+    id: str
+    via_openhim: bool
+    started: float
+    recorder: OrchestrationRecorder = field(default_factory=OrchestrationRecorder)
+    properties: dict[str, Any] = field(default_factory=dict)
+    status: TransactionStatus | None = None
+    outcome: str | None = None
+
+
+def current() -> TransactionContext:
+    return g.transaction
+
+
+def fhir_answer(
+    resource: dict[str, Any], status: int = 200, headers: dict[str, str] | None = None
+) -> Response:
+    body = json.dumps(resource, separators=(",", ":"), ensure_ascii=False)
+    response = Response(body, status=status, content_type=f"{FHIR_JSON}; charset=utf-8")
+    for name, value in (headers or {}).items():
+        response.headers[name] = value
+    return response
+
+
+def install(app: Flask, urn_of: Any) -> None:
+    """Wire the request lifecycle into the app; `urn_of()` gives the mediator URN in force."""
+
+    @app.before_request
+    def open_transaction() -> Response | None:
+        header_tx = request.headers.get(TRANSACTION_HEADER)
+        g.transaction = TransactionContext(
+            id=header_tx or f"req-{uuid.uuid4()}",
+            via_openhim=bool(header_tx),
+            started=time.perf_counter(),
+        )
+        g.log_token = transaction_id.set(g.transaction.id)
+        if request.path.startswith("/fhir"):
+            if not accepts_fhir_json(request.headers.get("Accept"), request.args.get("_format")):
+                raise FhirError.of(
+                    406,
+                    "not-supported",
+                    "only application/fhir+json (or application/json) is served",
+                )
+            if (
+                request.routing_exception is None
+                and request.method in ("POST", "PUT")
+                and not is_fhir_json_body(request.headers.get("Content-Type"))
+            ):
+                raise FhirError.of(
+                    415,
+                    "not-supported",
+                    "send the body as application/fhir+json or application/json",
+                )
+        return None
+
+    @app.errorhandler(FhirError)
+    def fhir_error(exc: FhirError) -> Response:
+        current().outcome = exc.outcome
+        return fhir_answer(operation_outcome(exc.issues), exc.status, dict(exc.headers))
+
+    @app.errorhandler(OpenImisError)
+    def upstream_error(exc: OpenImisError) -> Response:
+        status, headers = 502, {}
+        if isinstance(exc, OpenImisTimeout):
+            status = 504
+        elif isinstance(exc, OpenImisLoginRefused):
+            status = 503
+        elif isinstance(exc, OpenImisRateLimited):
+            status = 503
+            if exc.retry_after is not None:
+                headers["Retry-After"] = str(int(exc.retry_after + 0.999))
+        log.warning("upstream failure", extra={"error": str(exc), "kind": type(exc).__name__})
+        ctx = current()
+        ctx.outcome = "upstream-" + type(exc).__name__.removeprefix("OpenImis").lower()
+        outcome = operation_outcome([Issue("transient", exc.public_message)])
+        return fhir_answer(outcome, status, headers)
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException) -> Response:
+        status = exc.code or 500
+        message = {
+            404: f"no such resource or operation: {request.path}",
+            405: f"{request.method} is not supported on {request.path}",
+            413: f"the body exceeds the limit of {app.config.get('MAX_CONTENT_LENGTH')} bytes",
+        }.get(status, exc.description or exc.name)
+        current().outcome = "client-error" if status < 500 else "error"
+        headers = {}
+        valid_methods = getattr(exc, "valid_methods", None)
+        if status == 405 and valid_methods:
+            headers["Allow"] = ", ".join(valid_methods)
+        return fhir_answer(
+            operation_outcome([Issue(_HTTP_CODES.get(status, "exception"), message)]),
+            status,
+            headers,
+        )
+
+    @app.errorhandler(Exception)
+    def unexpected(exc: Exception) -> Response:
+        log.exception("unexpected error")
+        current().outcome = "internal-error"
+        outcome = operation_outcome([Issue("exception", "internal error of the mediator; see its log")])
+        return fhir_answer(outcome, 500)
+
+    @app.after_request
+    def close_transaction(response: Response) -> Response:
+        ctx: TransactionContext | None = g.get("transaction")
+        if ctx is None:
+            return response
+        status = ctx.status or status_for_http(response.status_code)
+        if ctx.via_openhim:
+            response = _enveloped(response, ctx, status, urn_of())
+        duration_ms = round((time.perf_counter() - ctx.started) * 1000, 2)
+        log.info(
+            "transaction",
+            extra={
+                "method": request.method,
+                "path": request.path,
+                "status": response.status_code,
+                "duration_ms": duration_ms,
+                "outcome": ctx.outcome or ("ok" if response.status_code < 400 else "error"),
+                "openhim_status": str(status) if ctx.via_openhim else None,
+                "upstream": ctx.recorder.summary(),
+                "properties": ctx.properties or None,
+            },
+        )
+        return response
+
+    @app.teardown_request
+    def forget_transaction(_exc: BaseException | None) -> None:
+        token = g.pop("log_token", None)
+        if token is not None:
+            transaction_id.reset(token)
+
+
+def _enveloped(response: Response, ctx: TransactionContext, status: TransactionStatus, urn: str) -> Response:
+    headers = {k: response.headers[k] for k in _FORWARDED_HEADERS if k in response.headers}
+    body = build_envelope(
+        urn=urn,
+        status=status,
+        http_status=response.status_code,
+        headers=headers,
+        body=response.get_data(as_text=True),
+        orchestrations=ctx.recorder.orchestrations(),
+        properties=ctx.properties,
+    )
+    wrapped = Response(body, status=response.status_code, content_type=OPENHIM_CONTENT_TYPE)
+    return wrapped
