@@ -58,9 +58,7 @@ def test_token_auth_lists_mediators(openhim_core: OpenHimCore) -> None:
 
 
 def test_basic_auth_is_refused_by_core_4_0_5(openhim_core: OpenHimCore) -> None:
-    resp = openhim_core.api(
-        "GET", "/mediators", token_auth=False, auth=openhim_core.root_credentials
-    )
+    resp = openhim_core.api("GET", "/mediators", token_auth=False, auth=openhim_core.root_credentials)
     assert resp.status_code == 401
 
 

@@ -116,9 +116,7 @@ def ensure_openhim_core_installed(cache_dir: Path = CACHE_DIR, timeout: float = 
                     f"npm install timed out after {timeout:.0f}s:\n{_tail(log_path)}"
                 ) from exc
         if proc.returncode != 0 or not (package_dir / "lib" / "server.js").exists():
-            raise OpenHimCoreError(
-                f"`{' '.join(cmd)}` failed (exit {proc.returncode}):\n{_tail(log_path)}"
-            )
+            raise OpenHimCoreError(f"`{' '.join(cmd)}` failed (exit {proc.returncode}):\n{_tail(log_path)}")
         marker.write_text(OPENHIM_CORE_VERSION + "\n", encoding="utf-8")
     return package_dir
 
@@ -417,9 +415,7 @@ class OpenHimCore:
             headers.update(self.token_headers())
         return self._request(method, self.api_url + path, json=json, headers=headers, **kw)
 
-    def router(
-        self, method: str, path: str, *, https: bool = False, **kw: Any
-    ) -> requests.Response:
+    def router(self, method: str, path: str, *, https: bool = False, **kw: Any) -> requests.Response:
         """Send a request through the router; retry once on a refused/reset connection
         (core 4.0.5's worker can crash and be restarted by its master)."""
         url = (self.router_https_url if https else self.router_http_url) + path
@@ -444,9 +440,7 @@ class OpenHimCore:
         return resp
 
     # -- helpers for tests ------------------------------------------------------------------
-    def create_client(
-        self, client_id: str, password: str, roles: list[str], **extra: Any
-    ) -> dict[str, Any]:
+    def create_client(self, client_id: str, password: str, roles: list[str], **extra: Any) -> dict[str, Any]:
         """Create a client that can use Basic auth on the router; return core's record.
 
         Core 4.0.5 checks ``hash(passwordAlgorithm)(password + passwordSalt).hex()``
@@ -502,9 +496,7 @@ class OpenHimCore:
                 raise self.error(f"router {method} {path} not as expected after {timeout}s: {last}")
             time.sleep(0.25)
 
-    def transactions(
-        self, filters: dict[str, Any] | None = None, limit: int = 100
-    ) -> list[dict[str, Any]]:
+    def transactions(self, filters: dict[str, Any] | None = None, limit: int = 100) -> list[dict[str, Any]]:
         """Transactions, newest first, in full representation (``filters`` is core's
         ``filters`` JSON query parameter, e.g. ``{"channelID": id}``)."""
         params: dict[str, Any] = {

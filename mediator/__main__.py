@@ -1,0 +1,42 @@
+"""Command line: `python -m mediator` (or `openimis-mediator`) starts the service.
+
+Sub-commands: `serve` (the default) and `check-config` (print the settings in force, secrets
+masked, and exit non-zero when one is invalid).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from mediator.settings import CONFIG_DIR, SettingsError, load_settings
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="openimis-mediator", description=__doc__)
+    commands = parser.add_subparsers(dest="command")
+    commands.add_parser("serve", help="run the mediator under gunicorn (default)")
+    commands.add_parser("check-config", help="validate and print the settings in force")
+    args = parser.parse_args(argv)
+
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        print(f"openimis-mediator: invalid setting: {exc}", file=sys.stderr)
+        return 2
+
+    if args.command == "check-config":
+        for name, value in sorted(vars(settings).items()):
+            print(f"{name.upper()}={value!r}")
+        return 0
+
+    # Replace this process by gunicorn so that signals (SIGTERM from Docker, systemd...) reach
+    # the gunicorn master directly.
+    gunicorn_argv = [sys.executable, "-m", "gunicorn", "--config", str(CONFIG_DIR / "gunicorn.conf.py")]
+    os.execv(sys.executable, [*gunicorn_argv, "mediator.wsgi:app"])
+    return 0  # not reached
+
+
+if __name__ == "__main__":
+    sys.exit(main())

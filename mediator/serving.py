@@ -1,0 +1,128 @@
+"""Running the mediator under gunicorn: options, logging, and the embedded openIMIS sandbox.
+
+`config/gunicorn.conf.py` is a thin shim over this module so that the Docker image, the
+console script and `python -m mediator` all start the service the same way.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import subprocess
+import sys
+import time
+from typing import Any
+
+from mediator.settings import Settings
+
+log = logging.getLogger("mediator.serving")
+
+#: gunicorn kills a worker silent for this long; upstream calls are bounded by the read timeout.
+WORKER_TIMEOUT_MARGIN_S = 30
+
+
+def logging_config(level: str) -> dict[str, Any]:
+    handler = {
+        "class": "logging.StreamHandler",
+        "formatter": "json",
+        "filters": ["context"],
+        "stream": "ext://sys.stderr",
+    }
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"json": {"()": "mediator.logs.MediatorJsonFormatter"}},
+        "filters": {"context": {"()": "mediator.logs.ContextFilter"}},
+        "handlers": {"console": handler},
+        "root": {"level": level.upper(), "handlers": ["console"]},
+        "loggers": {
+            "gunicorn.error": {"level": "INFO", "handlers": ["console"], "propagate": False},
+            # One summary line per transaction is logged by the mediator itself.
+            "gunicorn.access": {"level": "CRITICAL", "handlers": [], "propagate": False},
+        },
+    }
+
+
+def gunicorn_options(settings: Settings) -> dict[str, Any]:
+    return {
+        "bind": [f"{settings.mediator_host}:{settings.mediator_port}"],
+        "workers": settings.mediator_workers,
+        "threads": settings.mediator_threads,
+        "worker_class": "gthread",
+        "timeout": int(settings.openimis_connect_timeout + settings.openimis_read_timeout)
+        + WORKER_TIMEOUT_MARGIN_S,
+        "graceful_timeout": 30,
+        "keepalive": 5,
+        "limit_request_line": 8190,
+        "logconfig_dict": logging_config(settings.log_level),
+        "proc_name": "openimis-mediator",
+    }
+
+
+class EmbeddedSandbox:
+    """The openIMIS sandbox as a child process of the gunicorn master, for standalone runs."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host = host
+        self.port = port or _free_port(host)
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def start(self, timeout: float = 15.0) -> None:
+        if _port_open(self.host, self.port):
+            raise RuntimeError(f"SANDBOX_PORT: {self.host}:{self.port} is already in use")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "mediator.sandbox", "--host", self.host, "--port", str(self.port)],
+            stdin=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"the embedded openIMIS sandbox exited with {self.process.returncode}")
+            if _port_open(self.host, self.port):
+                log.info("embedded openIMIS sandbox started", extra={"url": self.url})
+                return
+            time.sleep(0.1)
+        self.stop()
+        raise RuntimeError(f"the embedded openIMIS sandbox did not start within {timeout} s")
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def start_embedded_sandbox_if_needed(settings: Settings) -> EmbeddedSandbox | None:
+    """With no OPENIMIS_URL, start the sandbox and point the workers (via the env) at it."""
+    if not settings.uses_sandbox:
+        return None
+    sandbox = EmbeddedSandbox(settings.sandbox_host, settings.sandbox_port)
+    sandbox.start()
+    os.environ["OPENIMIS_URL"] = sandbox.url
+    log.warning(
+        "OPENIMIS_URL is not set: running against the embedded openIMIS sandbox (demo data only)",
+        extra={"sandbox_url": sandbox.url},
+    )
+    return sandbox
+
+
+def _port_open(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.2):
+            return True
+    except OSError:
+        return False
+
+
+def _free_port(host: str) -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]

@@ -1,0 +1,155 @@
+"""The openIMIS client: token caching and refresh, the login guard, error classification."""
+
+import json
+
+import pytest
+import requests
+import responses
+from responses import matchers
+
+from mediator.openhim.orchestrations import OrchestrationRecorder
+from mediator.openimis.client import OpenImisClient
+from mediator.openimis.errors import (
+    OpenImisLoginRefused,
+    OpenImisRateLimited,
+    OpenImisTimeout,
+    OpenImisUnreachable,
+)
+
+BASE = "https://imis.example.org/api/api_fhir_r4/"
+JWT_1 = "eyJhbGciOiJIUzI1NiJ9.eyJ0b2tlbiI6MX0.c2lnbmF0dXJlLW9uZS1vbmU"
+JWT_2 = "eyJhbGciOiJIUzI1NiJ9.eyJ0b2tlbiI6Mn0.c2lnbmF0dXJlLXR3by10d28"
+
+
+class Clock:
+    def __init__(self, now: float = 1_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock():
+    return Clock()
+
+
+@pytest.fixture
+def client(settings, clock):
+    return OpenImisClient(settings, clock=clock)
+
+
+def login_ok(rsps, token=JWT_1, exp=None, clock=None):
+    exp = exp if exp is not None else (clock.now if clock else 1_000_000) + 86400
+    return rsps.post(BASE + "login/", json={"token": token, "exp": exp})
+
+
+@responses.activate
+def test_logs_in_once_and_reuses_the_token(client, clock):
+    login = login_ok(responses, clock=clock)
+    listing = responses.get(
+        BASE + "Medication/",
+        json={"resourceType": "Bundle"},
+        match=[matchers.header_matcher({"Authorization": f"Bearer {JWT_1}", "Accept": "application/json"})],
+    )
+    for _ in range(3):
+        assert client.get("Medication/", OrchestrationRecorder(), "list").ok
+    assert login.call_count == 1
+    assert listing.call_count == 3
+    assert json.loads(login.calls[0].request.body) == {"username": "Admin", "password": "s3cret-pass"}
+
+
+@responses.activate
+def test_renews_the_token_shortly_before_it_expires(client, clock):
+    login_ok(responses, JWT_1, exp=clock.now + 3600)
+    responses.get(BASE + "Medication/", json={})
+    client.get("Medication/", OrchestrationRecorder(), "list")
+    clock.now += 3600 - 30  # inside the renewal margin
+    responses.replace(responses.POST, BASE + "login/", json={"token": JWT_2, "exp": clock.now + 3600})
+    client.get("Medication/", OrchestrationRecorder(), "list")
+    assert responses.calls[-1].request.headers["Authorization"] == f"Bearer {JWT_2}"
+
+
+@responses.activate
+def test_refreshes_once_on_401_then_gives_up(client, clock):
+    login = login_ok(responses, clock=clock)
+    responses.get(BASE + "Medication/", status=401, json={"detail": "expired"})
+    recorder = OrchestrationRecorder()
+    with pytest.raises(OpenImisLoginRefused):
+        client.get("Medication/", recorder, "openIMIS medical items list")
+    assert login.call_count == 2
+    names = [c.name for c in recorder.calls]
+    assert names == [
+        "openIMIS login",
+        "openIMIS medical items list",
+        "openIMIS login",
+        "openIMIS medical items list (after token refresh)",
+    ]
+
+
+@responses.activate
+def test_failed_login_is_not_retried_until_the_guard_expires(client, clock):
+    login = responses.post(BASE + "login/", status=401, json="INCORRECT_CREDENTIALS")
+    for _ in range(5):
+        with pytest.raises(OpenImisLoginRefused):
+            client.get("Medication/", OrchestrationRecorder(), "list")
+    assert login.call_count == 1, "a failed login must not be hammered (openIMIS locks after 5)"
+    clock.now += 61
+    with pytest.raises(OpenImisLoginRefused):
+        client.get("Medication/", OrchestrationRecorder(), "list")
+    assert login.call_count == 2
+
+
+@responses.activate
+def test_transport_failures_are_told_apart(client, clock):
+    login_ok(responses, clock=clock)
+    responses.get(BASE + "Medication/", body=requests.ConnectTimeout("slow"))
+    with pytest.raises(OpenImisTimeout):
+        client.get("Medication/", OrchestrationRecorder(), "list")
+    responses.replace(responses.GET, BASE + "Medication/", body=requests.ConnectionError("refused"))
+    with pytest.raises(OpenImisUnreachable):
+        client.get("Medication/", OrchestrationRecorder(), "list")
+    responses.replace(responses.GET, BASE + "Medication/", status=429, headers={"Retry-After": "30"})
+    with pytest.raises(OpenImisRateLimited) as limited:
+        client.get("Medication/", OrchestrationRecorder(), "list")
+    assert limited.value.retry_after == 30
+
+
+@responses.activate
+def test_answers_with_errors_are_returned_for_the_transaction_to_judge(client, clock):
+    login_ok(responses, clock=clock)
+    outcome = {
+        "resourceType": "OperationOutcome",
+        "issue": [{"severity": "error", "code": "exception", "details": {"text": "Claim with code 'X' already exists."}}],
+    }
+    responses.post(BASE + "Claim/", status=500, json=outcome)
+    answer = client.post("Claim/", b"{}", OrchestrationRecorder(), "submit")
+    assert answer.status == 500
+    assert answer.outcome_messages() == ["Claim with code 'X' already exists."]
+
+
+@responses.activate
+def test_orchestrations_never_carry_credentials(client, clock):
+    login_ok(responses, clock=clock)
+    responses.get(BASE + "Medication/", json={"resourceType": "Bundle"})
+    recorder = OrchestrationRecorder()
+    client.get("Medication/", recorder, "openIMIS medical items list", params={"_count": "2"})
+    dumped = json.dumps(recorder.orchestrations())
+    assert "s3cret-pass" not in dumped
+    assert JWT_1 not in dumped
+    login_orch, list_orch = recorder.orchestrations()
+    assert login_orch["name"] == "openIMIS login"
+    assert json.loads(login_orch["request"]["body"]) == {"username": "Admin", "password": "***"}
+    assert list_orch["request"]["querystring"] == "_count=2"
+    assert list_orch["request"]["timestamp"].endswith("+00:00")
+    assert list_orch["response"]["status"] == 200
+
+
+def test_tls_is_verified_unless_turned_off(settings, tmp_path):
+    assert OpenImisClient(settings)._session.verify is True
+    ca = tmp_path / "ca.pem"
+    ca.write_text("-----BEGIN CERTIFICATE-----\n")
+    with_ca = settings.with_overrides({"openimis_ca_bundle": str(ca)})
+    assert OpenImisClient(with_ca)._session.verify == str(ca)
+    off = settings.with_overrides({"openimis_verify_tls": "false"})
+    assert OpenImisClient(off)._session.verify is False

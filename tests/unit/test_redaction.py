@@ -1,0 +1,21 @@
+from mediator.redaction import redact_headers, redact_json, redact_text
+
+JWT = "eyJhbGciOiJIUzI1NiJ9.eyJ1c2VybmFtZSI6IkFkbWluIn0.c2lnbmF0dXJlLXNpZ25hdHVyZQ"
+
+
+def test_headers_with_credentials_are_masked():
+    headers = redact_headers({"Authorization": f"Bearer {JWT}", "Accept": "application/json"})
+    assert headers == {"Authorization": "***", "Accept": "application/json"}
+
+
+def test_json_secrets_masked_at_any_depth():
+    doc = {"username": "Admin", "password": "admin123", "nested": [{"token": JWT, "keep": 1}]}
+    assert redact_json(doc) == {"username": "Admin", "password": "***", "nested": [{"token": "***", "keep": 1}]}
+
+
+def test_free_text_tokens_and_passwords_masked():
+    text = f'login failed: Authorization: Bearer {JWT} body {{"password": "admin123"}} then {JWT}'
+    cleaned = redact_text(text)
+    assert JWT not in cleaned
+    assert "admin123" not in cleaned
+    assert "login failed" in cleaned

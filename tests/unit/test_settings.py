@@ -1,0 +1,63 @@
+import subprocess
+import sys
+
+import pytest
+
+from mediator.settings import SettingsError, load_settings
+
+
+def test_defaults_run_standalone_on_the_sandbox():
+    s = load_settings({})
+    assert s.uses_sandbox
+    assert (s.mediator_host, s.mediator_port) == ("0.0.0.0", 8550)
+    assert s.openimis_verify_tls is True
+    assert s.public_base_url == "http://localhost:8550/fhir"
+
+
+def test_environment_overrides_defaults(settings):
+    assert settings.openimis_fhir_base == "https://imis.example.org/api/api_fhir_r4/"
+    assert settings.public_base_url == "https://hie.example.org/openimis/fhir"
+    assert not settings.uses_sandbox
+
+
+@pytest.mark.parametrize(
+    ("env", "named"),
+    [
+        ({"MEDIATOR_PORT": "eighty"}, "MEDIATOR_PORT"),
+        ({"MEDIATOR_PORT": "70000"}, "MEDIATOR_PORT"),
+        ({"OPENIMIS_VERIFY_TLS": "maybe"}, "OPENIMIS_VERIFY_TLS"),
+        ({"OPENIMIS_URL": "imis.example.org"}, "OPENIMIS_URL"),
+        ({"OPENIMIS_CA_BUNDLE": "/nonexistent/ca.pem"}, "OPENIMIS_CA_BUNDLE"),
+        ({"OPENIMIS_READ_TIMEOUT": "0"}, "OPENIMIS_READ_TIMEOUT"),
+        ({"LOG_LEVEL": "chatty"}, "LOG_LEVEL"),
+    ],
+)
+def test_invalid_setting_is_named(env, named):
+    with pytest.raises(SettingsError) as err:
+        load_settings(env)
+    assert str(err.value).startswith(named + ":")
+    assert "\n" not in str(err.value)
+
+
+def test_password_never_shows_in_repr(settings):
+    assert "s3cret-pass" not in repr(settings)
+    assert settings.openimis_password.reveal() == "s3cret-pass"
+
+
+def test_invalid_setting_stops_the_start_with_one_line():
+    result = subprocess.run(
+        [sys.executable, "-m", "mediator", "check-config"],
+        env={"MEDIATOR_PORT": "nope", "PATH": ""},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip() == "openimis-mediator: invalid setting: MEDIATOR_PORT: 'nope' is not a valid int"
+
+
+def test_console_overrides_are_validated(settings):
+    changed = settings.with_overrides({"openimis_read_timeout": "12.5"})
+    assert changed.openimis_read_timeout == 12.5
+    with pytest.raises(SettingsError, match="OPENIMIS_READ_TIMEOUT"):
+        settings.with_overrides({"openimis_read_timeout": "-1"})
