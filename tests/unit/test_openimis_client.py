@@ -120,7 +120,13 @@ def test_answers_with_errors_are_returned_for_the_transaction_to_judge(client, c
     login_ok(responses, clock=clock)
     outcome = {
         "resourceType": "OperationOutcome",
-        "issue": [{"severity": "error", "code": "exception", "details": {"text": "Claim with code 'X' already exists."}}],
+        "issue": [
+            {
+                "severity": "error",
+                "code": "exception",
+                "details": {"text": "Claim with code 'X' already exists."},
+            }
+        ],
     }
     responses.post(BASE + "Claim/", status=500, json=outcome)
     answer = client.post("Claim/", b"{}", OrchestrationRecorder(), "submit")

@@ -17,7 +17,9 @@ def test_link_drops_parameters_the_mediator_does_not_offer():
 def test_bundle_links_and_full_urls_never_show_the_upstream_host():
     bundle = {
         "resourceType": "Bundle",
-        "link": [{"relation": "next", "url": "http://imis.internal/api/api_fhir_r4/Medication/?page-offset%3D2"}],
+        "link": [
+            {"relation": "next", "url": "http://imis.internal/api/api_fhir_r4/Medication/?page-offset%3D2"}
+        ],
         "entry": [
             {
                 "fullUrl": "http://imis.internal/api/api_fhir_r4/Medication/abc",

@@ -10,7 +10,11 @@ def test_headers_with_credentials_are_masked():
 
 def test_json_secrets_masked_at_any_depth():
     doc = {"username": "Admin", "password": "admin123", "nested": [{"token": JWT, "keep": 1}]}
-    assert redact_json(doc) == {"username": "Admin", "password": "***", "nested": [{"token": "***", "keep": 1}]}
+    assert redact_json(doc) == {
+        "username": "Admin",
+        "password": "***",
+        "nested": [{"token": "***", "keep": 1}],
+    }
 
 
 def test_free_text_tokens_and_passwords_masked():

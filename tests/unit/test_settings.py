@@ -53,7 +53,10 @@ def test_invalid_setting_stops_the_start_with_one_line():
         timeout=60,
     )
     assert result.returncode == 2
-    assert result.stderr.strip() == "openimis-mediator: invalid setting: MEDIATOR_PORT: 'nope' is not a valid int"
+    assert (
+        result.stderr.strip()
+        == "openimis-mediator: invalid setting: MEDIATOR_PORT: 'nope' is not a valid int"
+    )
 
 
 def test_console_overrides_are_validated(settings):
