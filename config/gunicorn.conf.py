@@ -2,7 +2,7 @@
 
 import sys
 
-from mediator.serving import gunicorn_options, start_embedded_sandbox_if_needed
+from mediator.serving import gunicorn_options, start_agent_if_needed, start_embedded_sandbox_if_needed
 from mediator.settings import SettingsError, load_settings
 
 try:
@@ -19,7 +19,13 @@ def on_starting(server):
     _state["sandbox"] = start_embedded_sandbox_if_needed(_settings)
 
 
+def when_ready(server):
+    # Started after the sandbox, so that the agent reads the sandbox's OPENIMIS_URL.
+    _state["agent"] = start_agent_if_needed(load_settings())
+
+
 def on_exit(server):
-    sandbox = _state.get("sandbox")
-    if sandbox is not None:
-        sandbox.stop()
+    for name in ("agent", "sandbox"):
+        child = _state.get(name)
+        if child is not None:
+            child.stop()

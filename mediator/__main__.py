@@ -1,7 +1,8 @@
 """Command line: `python -m mediator` (or `openimis-mediator`) starts the service.
 
-Sub-commands: `serve` (the default) and `check-config` (print the settings in force, secrets
-masked, and exit non-zero when one is invalid).
+Sub-commands: `serve` (the default), `check-config` (print the settings in force, secrets
+masked, and exit non-zero when one is invalid), and `agent` (the instance's background
+process, started by the gunicorn master).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command")
     commands.add_parser("serve", help="run the mediator under gunicorn (default)")
     commands.add_parser("check-config", help="validate and print the settings in force")
+    commands.add_parser("agent", help="the background agent (started by the gunicorn master)")
     args = parser.parse_args(argv)
 
     try:
@@ -30,6 +32,13 @@ def main(argv: list[str] | None = None) -> int:
         for name, value in sorted(vars(settings).items()):
             print(f"{name.upper()}={value!r}")
         return 0
+
+    if args.command == "agent":
+        from mediator.agent import run_agent
+        from mediator.logs import configure_logging
+
+        configure_logging(settings.log_level)
+        return run_agent(settings)
 
     # Replace this process by gunicorn so that signals (SIGTERM from Docker, systemd...) reach
     # the gunicorn master directly.

@@ -21,6 +21,7 @@ def create_app(settings: Settings | None = None, runtime: MediatorRuntime | None
     rt = runtime or MediatorRuntime(settings)
     app.extensions["mediator"] = rt
     transaction.install(app, lambda: rt.settings.mediator_urn)
+    app.before_request(rt.refresh_live_config)
     app.register_blueprint(operations)
     app.register_blueprint(fhir)
     return app

@@ -12,10 +12,16 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from mediator.openhim.live_config import (
+    CONSOLE_CONFIG_FILE,
+    OPENHIM_STATE_FILE,
+    SharedState,
+    apply_console_config,
+)
 from mediator.openhim.orchestrations import OrchestrationRecorder
 from mediator.openimis.client import OpenImisClient
 from mediator.openimis.errors import OpenImisError
-from mediator.settings import Settings
+from mediator.settings import Settings, SettingsError
 
 log = logging.getLogger("mediator.runtime")
 
@@ -33,6 +39,8 @@ _OPENIMIS_FIELDS = (
 )
 #: Readiness probes hit /ready every few seconds; openIMIS allows 150 requests a minute.
 READY_CACHE_S = 5.0
+#: How often a worker looks for a new console config (the agent beats every 10 s).
+LIVE_CONFIG_CHECK_S = 1.0
 
 
 class MediatorRuntime:
@@ -43,8 +51,12 @@ class MediatorRuntime:
     ) -> None:
         self._client_factory = client_factory
         self._lock = threading.Lock()
+        self._base_settings = settings
         self._settings = settings
         self._openimis = client_factory(settings)
+        self._shared = SharedState(settings.mediator_state_dir)
+        self._console_config_version: int | None = None
+        self._next_config_check = 0.0
         self._ready_cache: tuple[float, dict[str, Any]] | None = None
         self.config_error: str | None = None
         if not settings.openimis_verify_tls:
@@ -69,6 +81,30 @@ class MediatorRuntime:
             self.config_error = None
         if old.log_level != settings.log_level:
             logging.getLogger().setLevel(settings.log_level.upper())
+
+    def refresh_live_config(self) -> None:
+        """Put a console config written by the agent in force (checked at most once a second)."""
+        if not self._base_settings.registers_with_openhim:
+            return
+        now = time.monotonic()
+        if now < self._next_config_check:
+            return
+        self._next_config_check = now + LIVE_CONFIG_CHECK_S
+        version = self._shared.mtime(CONSOLE_CONFIG_FILE)
+        if version is None or version == self._console_config_version:
+            return
+        self._console_config_version = version
+        document = self._shared.read(CONSOLE_CONFIG_FILE)
+        try:
+            self.apply(apply_console_config(self._base_settings, (document or {})["config"]))
+        except (SettingsError, KeyError, TypeError) as exc:
+            self.config_error = str(exc)
+            log.warning("console configuration not applied", extra={"reason": str(exc)})
+
+    def openhim_status(self) -> dict[str, Any]:
+        if not self._base_settings.registers_with_openhim:
+            return {"mode": "standalone"}
+        return self._shared.read(OPENHIM_STATE_FILE) or {"mode": "starting", "registered": False}
 
     def openimis_status(self) -> dict[str, Any]:
         """Can openIMIS be reached and logged in to? Cached briefly to spare its rate limit."""

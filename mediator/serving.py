@@ -60,13 +60,39 @@ def gunicorn_options(settings: Settings) -> dict[str, Any]:
     }
 
 
-class EmbeddedSandbox:
+class ChildProcess:
+    """A helper process of the gunicorn master (sandbox, agent), stopped with the master."""
+
+    def __init__(self, name: str, argv: list[str]) -> None:
+        self.name = name
+        self.argv = argv
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL)
+
+    def exited(self) -> bool:
+        return self.process is None or self.process.poll() is not None
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+class EmbeddedSandbox(ChildProcess):
     """The openIMIS sandbox as a child process of the gunicorn master, for standalone runs."""
 
     def __init__(self, host: str, port: int) -> None:
         self.host = host
         self.port = port or _free_port(host)
-        self.process: subprocess.Popen[bytes] | None = None
+        super().__init__(
+            "sandbox", [sys.executable, "-m", "mediator.sandbox", "--host", host, "--port", str(self.port)]
+        )
 
     @property
     def url(self) -> str:
@@ -75,14 +101,11 @@ class EmbeddedSandbox:
     def start(self, timeout: float = 15.0) -> None:
         if _port_open(self.host, self.port):
             raise RuntimeError(f"SANDBOX_PORT: {self.host}:{self.port} is already in use")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "mediator.sandbox", "--host", self.host, "--port", str(self.port)],
-            stdin=subprocess.DEVNULL,
-        )
+        super().start()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"the embedded openIMIS sandbox exited with {self.process.returncode}")
+            if self.exited():
+                raise RuntimeError("the embedded openIMIS sandbox exited at start")
             if _port_open(self.host, self.port):
                 log.info("embedded openIMIS sandbox started", extra={"url": self.url})
                 return
@@ -90,14 +113,14 @@ class EmbeddedSandbox:
         self.stop()
         raise RuntimeError(f"the embedded openIMIS sandbox did not start within {timeout} s")
 
-    def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(5)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+
+def start_agent_if_needed(settings: Settings) -> ChildProcess | None:
+    """One background agent per instance (OpenHIM heartbeat), whatever the worker count."""
+    if not settings.registers_with_openhim:
+        return None
+    agent = ChildProcess("agent", [sys.executable, "-m", "mediator", "agent"])
+    agent.start()
+    return agent
 
 
 def start_embedded_sandbox_if_needed(settings: Settings) -> EmbeddedSandbox | None:

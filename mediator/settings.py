@@ -53,6 +53,9 @@ class Settings:
     mediator_max_body_bytes: int
     mediator_urn: str
     log_level: str = field(metadata=console("logLevel"))
+    mediator_state_dir: str
+    mediator_route_host: str
+    mediator_route_port: int
 
     openimis_url: str = field(metadata=console("openimisUrl"))
     openimis_fhir_path: str = field(metadata=console("openimisFhirPath"))
@@ -67,6 +70,15 @@ class Settings:
 
     sandbox_host: str
     sandbox_port: int
+
+    openhim_api_url: str
+    openhim_username: str
+    openhim_password: Secret
+    openhim_auth: str
+    openhim_verify_tls: bool
+    openhim_ca_bundle: str
+    openhim_heartbeat_interval: float
+    openhim_install_channels: bool
 
     # -- derived values -------------------------------------------------------------------
 
@@ -87,10 +99,31 @@ class Settings:
 
     @property
     def tls_verify(self) -> bool | str:
-        """The value `requests` takes for `verify`: a CA bundle path, or a boolean."""
+        """The value `requests` takes for `verify` towards openIMIS: a CA bundle path, or a boolean."""
         if not self.openimis_verify_tls:
             return False
         return self.openimis_ca_bundle or True
+
+    @property
+    def openhim_tls_verify(self) -> bool | str:
+        if not self.openhim_verify_tls:
+            return False
+        return self.openhim_ca_bundle or True
+
+    @property
+    def registers_with_openhim(self) -> bool:
+        return bool(self.openhim_api_url)
+
+    @property
+    def route_host(self) -> str:
+        """Where OpenHIM's router reaches the mediator."""
+        if self.mediator_route_host:
+            return self.mediator_route_host
+        return "localhost" if self.mediator_host in ("0.0.0.0", "::", "") else self.mediator_host
+
+    @property
+    def route_port(self) -> int:
+        return self.mediator_route_port or self.mediator_port
 
     def with_overrides(self, overrides: Mapping[str, Any]) -> Settings:
         """A validated copy with some settings replaced (names as the dataclass fields)."""
@@ -162,11 +195,11 @@ def _check(s: Settings) -> None:
     def fail(name: str, why: str) -> None:
         raise SettingsError(f"{name.upper()}: {why}")
 
-    for port_field in ("mediator_port", "sandbox_port"):
+    for port_field in ("mediator_port", "sandbox_port", "mediator_route_port"):
         port = getattr(s, port_field)
         if not 0 <= port <= 65535 or (port == 0 and port_field == "mediator_port"):
             fail(port_field, f"{port} is not a usable TCP port")
-    for url_field in ("openimis_url", "mediator_public_url"):
+    for url_field in ("openimis_url", "mediator_public_url", "openhim_api_url"):
         url = getattr(s, url_field)
         if url:
             parts = urlsplit(url)
@@ -174,8 +207,19 @@ def _check(s: Settings) -> None:
                 fail(url_field, f"{url!r} is not an absolute http(s) URL")
     if not s.openimis_fhir_path.startswith("/"):
         fail("openimis_fhir_path", f"{s.openimis_fhir_path!r} must start with '/'")
-    if s.openimis_ca_bundle and not Path(s.openimis_ca_bundle).is_file():
-        fail("openimis_ca_bundle", f"{s.openimis_ca_bundle!r} is not a readable file")
+    for bundle_field in ("openimis_ca_bundle", "openhim_ca_bundle"):
+        bundle = getattr(s, bundle_field)
+        if bundle and not Path(bundle).is_file():
+            fail(bundle_field, f"{bundle!r} is not a readable file")
+    if s.openhim_auth not in ("basic", "token", "auto"):
+        fail("openhim_auth", f"{s.openhim_auth!r} is not one of basic, token, auto")
+    if s.openhim_api_url and not (s.openhim_username and s.openhim_password):
+        fail("openhim_password", "OPENHIM_USERNAME and OPENHIM_PASSWORD are required with OPENHIM_API_URL")
+    if not 1 <= s.openhim_heartbeat_interval <= 30:
+        fail(
+            "openhim_heartbeat_interval",
+            "must be between 1 and 30 seconds (core marks a mediator down after 60 s)",
+        )
     if s.log_level.upper() not in _LOG_LEVELS:
         fail("log_level", f"{s.log_level!r} is not one of {', '.join(sorted(_LOG_LEVELS))}")
     for positive in (

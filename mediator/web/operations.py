@@ -22,7 +22,7 @@ def ready() -> tuple[Response, int]:
         "status": "ready" if openimis["ready"] else "not ready",
         "version": __version__,
         "openimis": openimis,
-        "openhim": {"mode": "standalone"},
+        "openhim": rt.openhim_status(),
     }
     if rt.config_error:
         body["config_error"] = rt.config_error

@@ -1,0 +1,140 @@
+"""The instance's one background process: OpenHIM registration, heartbeat and live config.
+
+gunicorn's master starts it once (not once per worker), so an instance heartbeats exactly once
+per interval whatever its worker count. It never takes the service down: an unreachable core
+is retried with backoff, each attempt logged once. It exits on SIGTERM, and by itself if the
+master that started it is gone.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+import time
+from typing import Any
+
+from mediator.openhim.api import OpenHimApi, OpenHimError
+from mediator.openhim.live_config import (
+    CONSOLE_CONFIG_FILE,
+    OPENHIM_STATE_FILE,
+    SharedState,
+    apply_console_config,
+)
+from mediator.openhim.orchestrations import iso_now
+from mediator.openhim.registration import heartbeat, install_channels, register, registration_document
+from mediator.settings import Settings, SettingsError
+
+log = logging.getLogger("mediator.agent")
+
+REGISTRATION_BACKOFF_MAX_S = 60.0
+
+
+class OpenHimAgent:
+    def __init__(self, settings: Settings, state: SharedState) -> None:
+        self.base_settings = settings
+        self.settings = settings
+        self.state = state
+        self.api = OpenHimApi(settings)
+        self._started = time.monotonic()
+        self._status: dict[str, Any] = {"mode": "registering", "registered": False, "api": self.api.base}
+
+    def run(self, stop: threading.Event) -> None:
+        if not self.base_settings.openhim_verify_tls:
+            log.warning("TLS verification towards OpenHIM is OFF (OPENHIM_VERIFY_TLS=false)")
+        self._update()
+        self._register_until_done(stop)
+        want_config = True
+        while not stop.is_set():
+            try:
+                config = heartbeat(self.api, self.settings.mediator_urn, self.uptime(), want_config)
+                want_config = False
+                self._update(last_heartbeat=iso_now(), heartbeat_error=None)
+                if config is not None:
+                    self.receive_console_config(config)
+            except OpenHimError as exc:
+                if self._status.get("heartbeat_error") != str(exc):
+                    log.warning("OpenHIM heartbeat failed", extra={"error": str(exc)})
+                self._update(heartbeat_error=str(exc))
+            stop.wait(self.settings.openhim_heartbeat_interval)
+
+    def uptime(self) -> float:
+        return time.monotonic() - self._started
+
+    def _register_until_done(self, stop: threading.Event) -> None:
+        document = registration_document(self.base_settings)
+        backoff, attempt = 1.0, 0
+        while not stop.is_set():
+            attempt += 1
+            try:
+                register(self.api, document)
+                if self.base_settings.openhim_install_channels:
+                    install_channels(self.api, document["urn"])
+                log.info(
+                    "registered with OpenHIM",
+                    extra={
+                        "urn": document["urn"],
+                        "version": document["version"],
+                        "auth": self.api.scheme,
+                        "channels_installed": self.base_settings.openhim_install_channels,
+                    },
+                )
+                self._update(mode="registered", registered=True, registered_at=iso_now(), error=None)
+                return
+            except OpenHimError as exc:
+                log.warning(
+                    "OpenHIM registration failed; will retry",
+                    extra={"attempt": attempt, "retry_in_s": backoff, "error": str(exc)},
+                )
+                self._update(error=str(exc), attempts=attempt)
+                stop.wait(backoff)
+                backoff = min(backoff * 2, REGISTRATION_BACKOFF_MAX_S)
+
+    def receive_console_config(self, config: dict[str, Any]) -> None:
+        """Validate a console config; only a valid one reaches the workers."""
+        try:
+            new_settings = apply_console_config(self.base_settings, config)
+        except SettingsError as exc:
+            log.warning(
+                "console configuration refused; the previous one stays in force", extra={"reason": str(exc)}
+            )
+            self._update(config_error=str(exc))
+            return
+        changed = sorted(
+            param
+            for param, field in self.settings.console_params().items()
+            if getattr(new_settings, field) != getattr(self.settings, field)
+        )
+        self.settings = new_settings
+        self.state.write(CONSOLE_CONFIG_FILE, {"config": config, "received_at": iso_now()})
+        self._update(config_error=None, config_received_at=iso_now())
+        if changed:
+            log.info("console configuration in force", extra={"changed": changed})
+
+    def _update(self, **changes: Any) -> None:
+        self._status.update(changes)
+        self.state.write(OPENHIM_STATE_FILE, self._status)
+
+
+def run_agent(settings: Settings) -> int:
+    """Entry point of `python -m mediator agent`."""
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    parent = os.getppid()
+
+    def watch_parent() -> None:
+        while not stop.wait(1.0):
+            if os.getppid() != parent:
+                log.warning("the gunicorn master is gone; the agent stops")
+                stop.set()
+
+    threading.Thread(target=watch_parent, name="parent-watch", daemon=True).start()
+    state = SharedState(settings.mediator_state_dir)
+    state.remove(CONSOLE_CONFIG_FILE)  # a new instance starts from its own settings
+    if settings.registers_with_openhim:
+        OpenHimAgent(settings, state).run(stop)
+    else:
+        stop.wait()
+    return 0
