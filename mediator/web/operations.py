@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from flask import Blueprint, Response, current_app, jsonify
 
 from mediator import __version__
@@ -18,11 +20,19 @@ def health() -> Response:
 def ready() -> tuple[Response, int]:
     rt = current_app.extensions["mediator"]
     openimis = rt.openimis_status()
+    settings = rt.settings
     body = {
         "status": "ready" if openimis["ready"] else "not ready",
         "version": __version__,
+        "worker": os.getpid(),
         "openimis": openimis,
         "openhim": rt.openhim_status(),
+        # What an operator can change in the console, as this worker has it in force.
+        "config": {
+            param: getattr(settings, name)
+            for param, name in settings.console_params().items()
+            if not name.endswith("_password")
+        },
     }
     if rt.config_error:
         body["config_error"] = rt.config_error

@@ -1,0 +1,113 @@
+"""The OpenHIM agent against a core that speaks v8's Basic auth (stand-in, real HTTP)."""
+
+import threading
+import time
+
+import pytest
+
+from mediator.agent import OpenHimAgent
+from mediator.openhim.live_config import CONSOLE_CONFIG_FILE, OPENHIM_STATE_FILE, SharedState
+from mediator.runtime import MediatorRuntime
+from tests.support.openhim_v8_standin import running_standin
+
+
+@pytest.fixture
+def standin():
+    with running_standin() as (url, state):
+        yield url, state
+
+
+@pytest.fixture
+def agent_settings(settings, standin, tmp_path):
+    url, _ = standin
+    return settings.with_overrides(
+        {
+            "openhim_api_url": url,
+            "openhim_password": "openhim-password",
+            "openhim_heartbeat_interval": "1",
+            "openhim_install_channels": "true",
+            "mediator_state_dir": str(tmp_path),
+        }
+    )
+
+
+def wait_for(predicate, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    raise AssertionError("condition not reached in time")
+
+
+@pytest.fixture
+def running_agent(agent_settings):
+    agent = OpenHimAgent(agent_settings, SharedState(agent_settings.mediator_state_dir))
+    stop = threading.Event()
+    thread = threading.Thread(target=agent.run, args=(stop,), daemon=True)
+    thread.start()
+    yield agent
+    stop.set()
+    thread.join(10)
+
+
+def test_registers_with_basic_auth_installs_channels_and_heartbeats(running_agent, standin, agent_settings):
+    _, state = standin
+    wait_for(lambda: len(state.heartbeats) >= 2)
+    assert agent_settings.mediator_urn in state.mediators
+    assert running_agent.api.scheme == "basic"
+    assert set(state.auth_headers_seen) == {"Basic"}, "a v8 core must never see the token scheme"
+    assert len(state.channels) == 5
+    assert state.heartbeats[0].get("config") is True, "the first beat asks for the console config"
+    assert all("config" not in beat for beat in state.heartbeats[1:])
+    status = SharedState(agent_settings.mediator_state_dir).read(OPENHIM_STATE_FILE)
+    assert status["registered"] is True and status["last_heartbeat"]
+
+
+def test_console_change_reaches_workers_within_a_heartbeat(running_agent, standin, agent_settings):
+    _, state = standin
+    wait_for(lambda: state.heartbeats)
+    worker = MediatorRuntime(agent_settings)
+    state.mediators[agent_settings.mediator_urn]["config"] = {"openimisReadTimeout": 7, "logLevel": "WARNING"}
+    state.config_changed.add(agent_settings.mediator_urn)
+
+    def worker_has_it():
+        worker._next_config_check = 0  # the worker checks once a second; do not wait for it here
+        worker.refresh_live_config()
+        return worker.settings.openimis_read_timeout == 7
+
+    wait_for(worker_has_it, timeout=3)
+    assert worker.settings.log_level == "WARNING"
+
+
+def test_invalid_console_value_is_refused_and_previous_stays(running_agent, standin, agent_settings):
+    _, state = standin
+    shared = SharedState(agent_settings.mediator_state_dir)
+    urn = agent_settings.mediator_urn
+    wait_for(lambda: state.heartbeats)
+    state.mediators[urn]["config"] = {"openimisReadTimeout": 9}
+    state.config_changed.add(urn)
+    wait_for(lambda: (shared.read(CONSOLE_CONFIG_FILE) or {}).get("config") == {"openimisReadTimeout": 9})
+    state.mediators[urn]["config"] = {"openimisReadTimeout": -3}
+    state.config_changed.add(urn)
+    wait_for(lambda: (shared.read(OPENHIM_STATE_FILE) or {}).get("config_error"))
+    assert "OPENIMIS_READ_TIMEOUT" in shared.read(OPENHIM_STATE_FILE)["config_error"]
+    assert shared.read(CONSOLE_CONFIG_FILE)["config"] == {"openimisReadTimeout": 9}
+
+
+def test_reregistration_only_with_a_greater_version(agent_settings, standin, monkeypatch):
+    from mediator.openhim import registration
+    from mediator.openhim.api import OpenHimApi
+
+    _, state = standin
+    api = OpenHimApi(agent_settings)
+    registration.register(api, registration.registration_document(agent_settings))
+    urn = agent_settings.mediator_urn
+    state.mediators[urn]["config"] = {"logLevel": "ERROR"}
+    monkeypatch.setattr(registration, "__version__", "0.0.1")
+    registration.register(api, registration.registration_document(agent_settings))
+    assert state.mediators[urn]["version"] != "0.0.1"
+    monkeypatch.setattr(registration, "__version__", "99.0.0")
+    registration.register(api, registration.registration_document(agent_settings))
+    assert state.mediators[urn]["version"] == "99.0.0"
+    assert state.mediators[urn]["config"]["logLevel"] == "ERROR", "console values survive an upgrade"
