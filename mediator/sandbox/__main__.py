@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 
 from . import create_sandbox_app
 from .config import SandboxConfig
@@ -19,7 +20,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--claim-adjudication", choices=["immediate", "deferred"])
     parser.add_argument("--rate-limit", type=int, help="requests per minute per client IP")
     parser.add_argument("--link-style", choices=["quote_plus", "plain"])
+    parser.add_argument("--access-log", action="store_true", help="log every request (werkzeug)")
     args = parser.parse_args(argv)
+    if not args.access_log:
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)
     cfg = SandboxConfig.from_env()
     if args.eligibility_mode:
         cfg.eligibility_mode = args.eligibility_mode

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from flask import Flask, Response, g, request
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from mediator.fhir.media import FHIR_JSON, accepts_fhir_json, is_fhir_json_body
 from mediator.fhir.outcome import FhirError, Issue, operation_outcome
@@ -86,6 +86,9 @@ def install(app: Flask, urn_of: Any) -> None:
             started=time.perf_counter(),
         )
         g.log_token = transaction_id.set(g.transaction.id)
+        limit = app.config["MAX_CONTENT_LENGTH"]
+        if request.content_length is not None and request.content_length > limit:
+            raise RequestEntityTooLarge()  # refused before anything reads the body
         if request.path.startswith("/fhir"):
             if not accepts_fhir_json(request.headers.get("Accept"), request.args.get("_format")):
                 raise FhirError.of(

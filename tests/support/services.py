@@ -114,7 +114,7 @@ def running_sandbox(timeout: float = 20.0) -> Iterator[Service]:
 @contextmanager
 def running_mediator(env: Mapping[str, str] | None = None, timeout: float = 30.0) -> Iterator[Service]:
     """`python -m mediator` as a user starts it; with no OPENIMIS_URL it embeds the sandbox."""
-    port = free_port()
+    port = int((env or {}).get("MEDIATOR_PORT") or free_port())
     base_env = {
         "MEDIATOR_HOST": "127.0.0.1",
         "MEDIATOR_PORT": str(port),
