@@ -10,6 +10,8 @@ from mediator.settings import Settings, load_settings
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
+pytest_plugins = ["tests.support.openhim_fixtures"]
+
 
 @pytest.fixture
 def settings() -> Settings:

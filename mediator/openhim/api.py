@@ -34,7 +34,8 @@ class OpenHimApi:
         self._password = settings.openhim_password
         self._scheme = settings.openhim_auth  # basic | token | auto (resolved on first success)
         self._session = session or requests.Session()
-        self._session.verify = settings.openhim_tls_verify
+        # Passed on every call: a session-level `verify` loses to REQUESTS_CA_BUNDLE in the env.
+        self._verify = settings.openhim_tls_verify
         self._user_salt: str | None = None
 
     @property
@@ -59,7 +60,9 @@ class OpenHimApi:
 
     def _send(self, method: str, path: str, json_body: Any, **kwargs: Any) -> requests.Response:
         try:
-            return self._session.request(method, self.base + path, json=json_body, timeout=TIMEOUT, **kwargs)
+            return self._session.request(
+                method, self.base + path, json=json_body, timeout=TIMEOUT, verify=self._verify, **kwargs
+            )
         except requests.RequestException as exc:
             raise OpenHimError(f"OpenHIM core unreachable at {self.base}: {type(exc).__name__}") from None
 

@@ -86,7 +86,8 @@ class OpenImisClient:
         adapter = HTTPAdapter(pool_connections=2, pool_maxsize=settings.openimis_pool_size)
         self._session.mount("http://", adapter)
         self._session.mount("https://", adapter)
-        self._session.verify = settings.tls_verify
+        # Passed on every call: a session-level `verify` loses to REQUESTS_CA_BUNDLE in the env.
+        self._verify = settings.tls_verify
         self._lock = threading.Lock()
         self._token: str | None = None
         self._token_renew_at = 0.0

@@ -15,9 +15,10 @@ from urllib.parse import urlencode
 
 from mediator.fhir.outcome import FhirError, Issue
 from mediator.openhim.orchestrations import OrchestrationRecorder
-from mediator.openimis.client import OpenImisClient, UpstreamResponse
+from mediator.openimis.client import OpenImisClient
 from mediator.openimis.errors import OpenImisBroken
-from mediator.openimis.quirks import means_not_found, rewrite_bundle, searchset
+from mediator.openimis.quirks import rewrite_bundle, searchset
+from mediator.openimis.reads import find_by_identifier, read_resource
 
 SEARCH_PARAMS = ("identifier", "_lastUpdated", "_count", "page-offset")
 #: A facility may ask for big pages, but one request must not pull the whole catalogue at once.
@@ -93,7 +94,7 @@ def search(
         return searchset([found] if found else [], public_base, self_link)
     response = client.get(f"{kind}/", recorder, f"openIMIS {kind.label} list", params=request.upstream_params)
     if not response.ok:
-        raise _upstream_failure(kind, response)
+        raise OpenImisBroken(f"openIMIS {kind} list answered {response.status}")
     bundle = response.json()
     if not isinstance(bundle, dict) or bundle.get("resourceType") != "Bundle":
         raise OpenImisBroken(f"openIMIS {kind} list is not a Bundle")
@@ -106,46 +107,20 @@ def read(
     """Read by openIMIS UUID or by code (openIMIS tries both, in that order)."""
     if not _ID.match(ident):
         raise FhirError.of(400, "invalid", f"{ident!r} is not a valid FHIR id or code", ["id"])
-    response = client.get(f"{kind}/{ident}/", recorder, f"openIMIS {kind.label} read")
-    if response.ok:
-        return _expect(kind, response.json())
-    if means_not_found(response.status, response.outcome_messages()):
+    resource = read_resource(client, kind, ident, recorder, f"openIMIS {kind.label} read")
+    if resource is None:
         raise FhirError.of(404, "not-found", f"{kind}/{ident} is not known to openIMIS", outcome="not-found")
-    raise _upstream_failure(kind, response)
+    return resource
 
 
 def _find_by_identifier(
     client: OpenImisClient, kind: MasterData, identifier: str, recorder: OrchestrationRecorder
 ) -> dict[str, Any] | None:
     if kind is MasterData.ITEMS:
-        # openIMIS answers this search with ONE bare resource, not a Bundle.
-        response = client.get(
-            f"{kind}/",
-            recorder,
-            f"openIMIS {kind.label} search by identifier",
-            params={"identifier": identifier},
+        return find_by_identifier(
+            client, kind, identifier, recorder, f"openIMIS {kind.label} search by identifier"
         )
-    else:
-        # ActivityDefinition has no identifier search in openIMIS: read by UUID-or-code instead.
-        if not _ID.match(identifier):
-            return None
-        response = client.get(f"{kind}/{identifier}/", recorder, f"openIMIS {kind.label} read by identifier")
-    if response.ok:
-        body = response.json()
-        if isinstance(body, dict) and body.get("resourceType") == "Bundle":  # a fixed openIMIS
-            entries = [e.get("resource") for e in body.get("entry") or []]
-            return next((_expect(kind, r) for r in entries if r), None)
-        return _expect(kind, body)
-    if means_not_found(response.status, response.outcome_messages()):
+    # ActivityDefinition has no identifier search in openIMIS: read by UUID-or-code instead.
+    if not _ID.match(identifier):
         return None
-    raise _upstream_failure(kind, response)
-
-
-def _expect(kind: MasterData, body: Any) -> dict[str, Any]:
-    if not isinstance(body, dict) or body.get("resourceType") != str(kind):
-        raise OpenImisBroken(f"openIMIS answered something else than a {kind}")
-    return body
-
-
-def _upstream_failure(kind: MasterData, response: UpstreamResponse) -> OpenImisBroken:
-    return OpenImisBroken(f"openIMIS {kind} answered {response.status}")
+    return read_resource(client, kind, identifier, recorder, f"openIMIS {kind.label} read by identifier")

@@ -7,8 +7,6 @@ import requests
 
 from tests.support.services import free_port, running_mediator, running_sandbox
 
-pytest_plugins = ["tests.support.openhim_fixtures"]
-
 
 @pytest.fixture(scope="module")
 def sandbox():

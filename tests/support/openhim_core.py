@@ -41,19 +41,13 @@ SECANTUS_LAUNCHER = Path(__file__).resolve().with_name("secantus_launcher.py")
 ROOT_EMAIL = "root@openhim.org"
 ROOT_PASSWORD = "openhim-password"
 
-# Top-level keys of core's config/default.json. nconf reads environment variables with "_" as
-# the level separator and gives them priority over --conf, so a stray `api_httpsPort` or
-# `NODE_ENV` in the test environment would silently change the core under test.
-_CORE_CONFIG_KEYS = frozenset(
-    "bindAddress mongo logger mongoLogger router bodyCull api rerun tcpAdapter polling "
-    "authentication email smsGateway alerts reports events statsd application newUserExpiry "
-    "userPasswordResetExpiry auditing caching tlsClientLookup agenda certificateManagement "
-    "conf cluster".split()
-)
-
 
 class OpenHimCoreError(RuntimeError):
     """The test core could not be installed, started or queried."""
+
+
+class PortConflictError(OpenHimCoreError):
+    """A port picked as free was taken by another process before core or secantus bound it."""
 
 
 def _sha512_hex(*parts: str) -> str:
@@ -135,30 +129,35 @@ def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
             sock.close()
 
 
-def _port_open(host: str, port: int) -> bool:
-    with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=0.5):
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
         return True
-    return False
+    return True
 
 
-def _stop_process_group(proc: subprocess.Popen[bytes], grace: float = 10.0) -> None:
-    """SIGTERM the process group, then SIGKILL whatever is left after ``grace`` seconds."""
-    pgid = proc.pid  # started with start_new_session=True: the pid is the group id
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pgid, signal.SIGTERM)
+def stop_process_groups(procs: list[subprocess.Popen[bytes]], grace: float = 10.0) -> None:
+    """SIGTERM each process group (pid == pgid: started with ``start_new_session``), wait up
+    to ``grace`` seconds for leaders and children (core's cluster workers) to go, then
+    SIGKILL what is left. All groups are signalled together to keep teardown short."""
+    for proc in procs:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
     deadline = time.monotonic() + grace
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        proc.wait(timeout=grace)
-    while time.monotonic() < deadline:  # children (cluster workers) may outlive the leader
-        try:
-            os.killpg(pgid, 0)
-        except ProcessLookupError:
-            return
+    for proc in procs:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=max(deadline - time.monotonic(), 0.01))
+    while any(_group_alive(p.pid) for p in procs) and time.monotonic() < deadline:
         time.sleep(0.1)
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pgid, signal.SIGKILL)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        proc.wait(timeout=5)
+    for proc in procs:
+        if _group_alive(proc.pid):  # only groups still holding our processes (pids get reused)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=5)
 
 
 class OpenHimCore:
@@ -191,8 +190,13 @@ class OpenHimCore:
         self.startup_seconds: float | None = None
         self._procs: list[subprocess.Popen[bytes]] = []
         self._logs: list[TextIO] = []
+        self._last_probe = ""
         self._session = requests.Session()
-        self._session.verify = False  # core's API/router certs are self-signed (tests only)
+        # Core's API/router certificates are self-signed (tests only). trust_env=False, or
+        # REQUESTS_CA_BUNDLE/CURL_CA_BUNDLE would override verify=False (and proxies/.netrc
+        # from the environment would apply to loopback calls).
+        self._session.verify = False
+        self._session.trust_env = False
 
     # -- URLs -------------------------------------------------------------------------------
     @property
@@ -223,44 +227,61 @@ class OpenHimCore:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    def start(self) -> None:
-        """Install core if needed, start secantus then core, wait until the API is usable."""
+    _PORT_NAMES = (
+        "mongo",
+        "api",
+        "router_http",
+        "router_https",
+        "rerun",
+        "tcp_adapter",
+        "polling",
+        "audit_udp",
+        "audit_tls",
+        "audit_tcp",
+    )
+
+    def start(self, attempts: int = 2) -> None:
+        """Install core if needed, start secantus then core, wait until the API is usable.
+
+        Free ports are picked just before the processes bind them; if another process takes
+        one in between (EADDRINUSE), everything is stopped and started again on new ports.
+        """
         atexit.register(self.stop)
         try:
             package_dir = ensure_openhim_core_installed()
             self.work_dir.mkdir(parents=True, exist_ok=True)
-            started = time.monotonic()
-            names = [
-                "mongo",
-                "api",
-                "router_http",
-                "router_https",
-                "rerun",
-                "tcp_adapter",
-                "polling",
-                "audit_udp",
-                "audit_tls",
-                "audit_tcp",
-            ]
-            self.ports = dict(zip(names, free_ports(len(names)), strict=True))
-            self._write_config()
-            self._start_secantus()
-            self._start_core(package_dir)
-            self._wait_until_ready(started)
+            for attempt in range(1, attempts + 1):
+                started = time.monotonic()
+                self.ports = dict(zip(self._PORT_NAMES, free_ports(len(self._PORT_NAMES)), strict=True))
+                self._write_config()
+                try:
+                    self._start_secantus()
+                    self._start_core(package_dir)
+                    self._wait_until_ready(started)
+                    break
+                except PortConflictError:
+                    if attempt == attempts:
+                        raise
+                    self._stop_processes()
+                    for log_path in (self.secantus_log, self.core_log):  # keep for post-mortem
+                        if log_path.exists():
+                            log_path.replace(log_path.with_suffix(f".attempt{attempt}.log"))
         except BaseException:
             self.stop()
             raise
         self.startup_seconds = time.monotonic() - started
 
-    def stop(self) -> None:
-        """Stop every process started here (core first, then secantus); idempotent."""
-        atexit.unregister(self.stop)
-        for proc in reversed(self._procs):
-            _stop_process_group(proc)
+    def _stop_processes(self) -> None:
+        stop_process_groups(self._procs)
         self._procs.clear()
         for log in self._logs:
             log.close()
         self._logs.clear()
+
+    def stop(self) -> None:
+        """Stop every process started here, even half-started ones; idempotent."""
+        atexit.unregister(self.stop)
+        self._stop_processes()
         self._session.close()
         if self._own_work_dir:
             shutil.rmtree(self.work_dir, ignore_errors=True)
@@ -320,18 +341,15 @@ class OpenHimCore:
             ":memory:",
         ]
         self._spawn(cmd, self.secantus_log, self.work_dir, dict(os.environ))
-        self._wait(
-            "secantusdb to listen",
-            lambda: _port_open(self.host, self.ports["mongo"]),
-            timeout=30.0,
-        )
+        listening = f"listening on {self.host}:{self.ports['mongo']}"
+        self._wait("secantusdb to listen", lambda: listening in self._log(self.secantus_log), 30.0)
 
     def _start_core(self, package_dir: Path) -> None:
-        env = {
-            key: value
-            for key, value in os.environ.items()
-            if key != "NODE_ENV" and key.split("_")[0] not in _CORE_CONFIG_KEYS
-        }
+        # nconf reads environment variables with "_" between levels and ranks them above
+        # --conf: a stray `api_httpsPort` or `NODE_ENV` would silently change the core.
+        defaults = json.loads((package_dir / "config" / "default.json").read_text("utf-8"))
+        shadowing = {*defaults, "conf", "cluster"}
+        env = {k: v for k, v in os.environ.items() if k != "NODE_ENV" and k.split("_")[0] not in shadowing}
         node = shutil.which("node") or "node"
         cmd = [node, "lib/server.js", f"--conf={self.config_path}"]
         self._spawn(cmd, self.core_log, package_dir, env)
@@ -345,34 +363,56 @@ class OpenHimCore:
         def root_user_exists() -> bool:
             return self._get_status(f"/authenticate/{self.root_email}") == 200
 
-        def router_listening() -> bool:
-            return _port_open(self.host, self.ports["router_http"]) and _port_open(
-                self.host, self.ports["router_https"]
-            )
+        def core_started() -> bool:
+            # Logged once every server of the worker is bound (or failed to bind).
+            return "OpenHIM server started" in self._log(self.core_log)
 
         self._wait("the core API heartbeat", heartbeat_ok, deadline - time.monotonic())
         self._wait("the root user", root_user_exists, deadline - time.monotonic())
-        self._wait("the router ports", router_listening, deadline - time.monotonic())
+        self._wait("core's start-up to finish", core_started, deadline - time.monotonic())
+        self._check_port_conflict()
+
+    @staticmethod
+    def _log(path: Path) -> str:
+        try:
+            return path.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return ""
+
+    def _check_port_conflict(self) -> None:
+        """Raise ``PortConflictError`` if a server could not bind: core logs EADDRINUSE and
+        carries on without that server; secantus exits."""
+        for log_path in (self.core_log, self.secantus_log):
+            text = self._log(log_path)
+            if "EADDRINUSE" in text or "Address already in use" in text:
+                raise PortConflictError(
+                    self.error(f"a port was taken by another process (see {log_path.name})").args[0]
+                )
 
     def _get_status(self, path: str) -> int | None:
+        """Status of an unauthenticated API GET, or None (the error is kept for messages)."""
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", InsecureRequestWarning)
-                return self._session.get(self.api_url + path, timeout=2).status_code
-        except requests.RequestException:
+            resp = self._request("GET", self.api_url + path, timeout=2)
+        except requests.RequestException as exc:
+            self._last_probe = f"GET {path}: {exc!r}"
             return None
+        self._last_probe = f"GET {path}: {resp.status_code} {resp.text[:200]}"
+        return resp.status_code
 
     def _wait(self, what: str, ready: Callable[[], bool], timeout: float) -> None:
         """Poll ``ready`` until true; raise with the log tails on timeout or process death."""
         deadline = time.monotonic() + max(timeout, 0.0)
+        self._last_probe = ""
         while True:
+            self._check_port_conflict()
             for proc in self._procs:
                 if proc.poll() is not None:
                     raise self.error(f"{proc.args[1]!r} exited ({proc.returncode}) waiting for {what}")
             if ready():
                 return
             if time.monotonic() >= deadline:
-                raise self.error(f"timed out after {timeout:.0f}s waiting for {what}")
+                last = f" (last probe: {self._last_probe})" if self._last_probe else ""
+                raise self.error(f"timed out after {timeout:.0f}s waiting for {what}{last}")
             time.sleep(0.2)
 
     def error(self, message: str) -> OpenHimCoreError:

@@ -22,9 +22,8 @@ import sys
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from bson import Regex
-
 import secantus.server
+from bson import Regex
 from secantus.cli import main as secantus_main
 
 _LOGICAL_OPS = ("$and", "$or", "$nor")

@@ -151,11 +151,17 @@ def test_orchestrations_never_carry_credentials(client, clock):
     assert list_orch["response"]["status"] == 200
 
 
-def test_tls_is_verified_unless_turned_off(settings, tmp_path):
-    assert OpenImisClient(settings)._session.verify is True
+@responses.activate
+def test_tls_is_verified_unless_turned_off(settings, tmp_path, monkeypatch):
+    # requests lets REQUESTS_CA_BUNDLE override a session-level verify=False: pass it per call.
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", "/etc/ssl/certs/ca-certificates.crt")
+    login_ok(responses)
     ca = tmp_path / "ca.pem"
     ca.write_text("-----BEGIN CERTIFICATE-----\n")
-    with_ca = settings.with_overrides({"openimis_ca_bundle": str(ca)})
-    assert OpenImisClient(with_ca)._session.verify == str(ca)
-    off = settings.with_overrides({"openimis_verify_tls": "false"})
-    assert OpenImisClient(off)._session.verify is False
+    for overrides, expected in [
+        ({}, "/etc/ssl/certs/ca-certificates.crt"),  # verified, with the CA bundle of the environment
+        ({"openimis_ca_bundle": str(ca)}, str(ca)),
+        ({"openimis_verify_tls": "false"}, False),
+    ]:
+        OpenImisClient(settings.with_overrides(overrides)).ensure_login(OrchestrationRecorder())
+        assert responses.calls[-1].request.req_kwargs["verify"] == expected
