@@ -217,6 +217,7 @@ class OpenImisClient:
                 data=body,
                 headers=headers,
                 timeout=self._timeout,
+                verify=self._verify,
                 allow_redirects=False,
             )
         except requests.Timeout as exc:
