@@ -8,6 +8,7 @@ from mediator.logs import configure_logging
 from mediator.runtime import MediatorRuntime
 from mediator.settings import Settings, load_settings
 from mediator.web import transaction
+from mediator.web.claims_api import claims
 from mediator.web.fhir_api import fhir
 from mediator.web.operations import operations
 
@@ -24,4 +25,5 @@ def create_app(settings: Settings | None = None, runtime: MediatorRuntime | None
     app.before_request(rt.refresh_live_config)
     app.register_blueprint(operations)
     app.register_blueprint(fhir)
+    app.register_blueprint(claims)
     return app

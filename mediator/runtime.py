@@ -22,6 +22,8 @@ from mediator.openhim.orchestrations import OrchestrationRecorder
 from mediator.openimis.client import OpenImisClient
 from mediator.openimis.errors import OpenImisError
 from mediator.settings import Settings, SettingsError
+from mediator.store import ClaimStore, SqliteClaimStore
+from mediator.transactions.claims.submission import ClaimSubmission
 
 log = logging.getLogger("mediator.runtime")
 
@@ -58,6 +60,8 @@ class MediatorRuntime:
         self._console_config_version: int | None = None
         self._next_config_check = 0.0
         self._ready_cache: tuple[float, dict[str, Any]] | None = None
+        self.store: ClaimStore = SqliteClaimStore(settings.claim_store_file)
+        self.claims = ClaimSubmission(self.store, lambda: self._openimis, lambda: self._settings)
         self.config_error: str | None = None
         if not settings.openimis_verify_tls:
             log.warning("TLS verification towards openIMIS is OFF (OPENIMIS_VERIFY_TLS=false)")
@@ -100,6 +104,16 @@ class MediatorRuntime:
         except (SettingsError, KeyError, TypeError) as exc:
             self.config_error = str(exc)
             log.warning("console configuration not applied", extra={"reason": str(exc)})
+
+    def queue_status(self) -> dict[str, Any]:
+        stats = self.store.stats(time.time())
+        return {
+            "queue_depth": stats.depth,
+            "oldest_queued_age_s": stats.oldest_queued_age_s,
+            "last_forwarding_error": stats.last_error,
+            "awaiting_adjudication": stats.awaiting_adjudication,
+            "finished_records": stats.finished,
+        }
 
     def openhim_status(self) -> dict[str, Any]:
         if not self._base_settings.registers_with_openhim:

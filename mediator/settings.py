@@ -80,6 +80,14 @@ class Settings:
     openhim_heartbeat_interval: float
     openhim_install_channels: bool
 
+    claim_store_path: str
+    claim_retention_days: float = field(metadata=console("claimRetentionDays"))
+    forward_backoff_initial: float = field(metadata=console("forwardBackoffInitial"))
+    forward_backoff_max: float = field(metadata=console("forwardBackoffMax"))
+    forward_backoff_jitter: float = field(metadata=console("forwardBackoffJitter"))
+    forward_poll_interval: float
+    adjudication_poll_interval: float = field(metadata=console("adjudicationPollInterval"))
+
     # -- derived values -------------------------------------------------------------------
 
     @property
@@ -109,6 +117,16 @@ class Settings:
         if not self.openhim_verify_tls:
             return False
         return self.openhim_ca_bundle or True
+
+    @property
+    def claim_store_file(self) -> Path:
+        return Path(self.claim_store_path or Path(self.mediator_state_dir) / "claims.sqlite3")
+
+    @property
+    def claim_lease_s(self) -> float:
+        """How long a claim in flight is left to its sender before the forwarder takes it over:
+        longer than a login plus a submission can take."""
+        return 2 * (self.openimis_connect_timeout + self.openimis_read_timeout) + 5
 
     @property
     def registers_with_openhim(self) -> bool:
@@ -229,9 +247,18 @@ def _check(s: Settings) -> None:
         "openimis_connect_timeout",
         "openimis_read_timeout",
         "openimis_pool_size",
+        "claim_retention_days",
+        "forward_backoff_initial",
+        "forward_backoff_max",
+        "forward_poll_interval",
+        "adjudication_poll_interval",
     ):
         if getattr(s, positive) <= 0:
             fail(positive, f"{getattr(s, positive)} must be greater than zero")
+    if not 0 <= s.forward_backoff_jitter <= 1:
+        fail("forward_backoff_jitter", "must be between 0 and 1 (a fraction of the delay)")
+    if s.forward_backoff_max < s.forward_backoff_initial:
+        fail("forward_backoff_max", "must not be smaller than FORWARD_BACKOFF_INITIAL")
     if s.openimis_login_retry_after < 0:
         fail("openimis_login_retry_after", "must not be negative")
     if s.openimis_url and not s.openimis_username:

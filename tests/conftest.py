@@ -14,10 +14,11 @@ pytest_plugins = ["tests.support.openhim_fixtures"]
 
 
 @pytest.fixture
-def settings() -> Settings:
+def settings(tmp_path) -> Settings:
     """Settings as an operator would set them for a remote openIMIS."""
     return load_settings(
         {
+            "MEDIATOR_STATE_DIR": str(tmp_path / "state"),
             "OPENIMIS_URL": "https://imis.example.org",
             "OPENIMIS_USERNAME": "Admin",
             "OPENIMIS_PASSWORD": "s3cret-pass",

@@ -43,6 +43,24 @@ SUPPORTED: tuple[ResourceSupport, ...] = (
         _PAGING,
         "openIMIS medical items with their prices (OpenHIE step 1/4). Read by UUID or item code.",
     ),
+    ResourceSupport(
+        "Claim",
+        ("create",),
+        (),
+        "Claim submit (OpenHIE step 7), use = claim: validated, normalised for openIMIS, recorded durably, "
+        "idempotent on claim code + facility (a retry returns the recorded answer; other content: 409). "
+        "Answers a ClaimResponse: positive 201, negative 200, queued 202 with Location. "
+        "preauthorization and predetermination: 422 not-supported.",
+    ),
+    ResourceSupport(
+        "ClaimResponse",
+        ("read", "search-type"),
+        (
+            SearchParam("identifier", "token", "The claim code."),
+            SearchParam("request", "reference", "Claim/<openIMIS claim UUID>."),
+        ),
+        "The answer to a claim (OpenHIE steps 11/13/15); poll a queued one until it is final.",
+    ),
 )
 
 

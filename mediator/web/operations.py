@@ -27,6 +27,7 @@ def ready() -> tuple[Response, int]:
         "worker": os.getpid(),
         "openimis": openimis,
         "openhim": rt.openhim_status(),
+        "claims": rt.queue_status(),
         # What an operator can change in the console, as this worker has it in force.
         "config": {
             param: getattr(settings, name)

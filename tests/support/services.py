@@ -120,6 +120,7 @@ def running_mediator(env: Mapping[str, str] | None = None, timeout: float = 30.0
         "MEDIATOR_PORT": str(port),
         "SANDBOX_PORT": "0",
         "MEDIATOR_WORKERS": "2",
+        "MEDIATOR_STATE_DIR": tempfile.mkdtemp(prefix="mediator-state-"),
     }
     service = _spawn(
         "mediator",

@@ -1,0 +1,97 @@
+"""The claim record and the store interface."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, Protocol
+
+
+class ClaimState(StrEnum):
+    #: Leased by a worker or the forwarder: an upstream call may be in flight.
+    SENDING = "sending"
+    #: openIMIS was unavailable: held here, the forwarder retries with backoff.
+    QUEUED = "queued"
+    #: In openIMIS, entered: adjudication pending; the forwarder polls for the result.
+    AWAITING_ADJUDICATION = "awaiting-adjudication"
+    #: Final answer recorded (positive or negative).
+    DONE = "done"
+    #: openIMIS refused the claim as invalid: final, but the key may be reused with corrections.
+    INVALID = "invalid"
+
+
+FINISHED_STATES = (ClaimState.DONE, ClaimState.INVALID)
+
+
+@dataclass
+class ClaimRecord:
+    id: str
+    claim_code: str
+    facility: str
+    content_hash: str
+    state: ClaimState
+    #: What is sent upstream and what classification needs: {"claim", "patient_chfid", "item_refs"}.
+    payload: dict[str, Any]
+    created_at: float
+    updated_at: float
+    attempts: int = 0
+    next_attempt_at: float = 0.0
+    lease_until: float = 0.0
+    lease_owner: str | None = None
+    openimis_id: str | None = None
+    outcome: str | None = None
+    response_status: int | None = None
+    response_body: str | None = None
+    last_error: str | None = None
+    openhim_tx_id: str | None = None
+    #: False while the final result still has to be reported to the OpenHIM transaction.
+    openhim_synced: bool = True
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def public_id(self) -> str:
+        """The ClaimResponse id facilities see: openIMIS's once known, else the mediator's."""
+        return self.openimis_id or self.id
+
+
+@dataclass(frozen=True)
+class QueueStats:
+    depth: int
+    awaiting_adjudication: int
+    oldest_queued_age_s: float | None
+    last_error: str | None
+    finished: int
+
+
+class ClaimStore(Protocol):
+    def intake(self, record: ClaimRecord) -> tuple[ClaimRecord, bool]:
+        """Insert unless the key exists; returns (the record in force, whether it is new).
+
+        An INVALID record with other content is replaced: the facility corrected its claim.
+        """
+
+    def get(self, ident: str) -> ClaimRecord | None:
+        """By the mediator's id or openIMIS's id."""
+
+    def by_key(self, claim_code: str, facility: str) -> ClaimRecord | None: ...
+
+    def by_claim_code(self, claim_code: str) -> list[ClaimRecord]: ...
+
+    def finish(self, record_id: str, lease_owner: str | None, **fields: Any) -> bool:
+        """Update a record the caller holds the lease of; False if the lease was lost."""
+
+    def lease_due(self, now: float, lease_s: float, owner: str, limit: int) -> list[ClaimRecord]:
+        """Take the records the forwarder must work on now (queued, stale, awaiting poll)."""
+
+    def unsynced(self, limit: int) -> list[ClaimRecord]:
+        """Finished records whose result still has to reach the OpenHIM transaction."""
+
+    def mark_synced(self, record_id: str) -> None: ...
+
+    def retry_now(self, ident: str) -> bool: ...
+
+    def listing(self, states: tuple[ClaimState, ...], limit: int) -> list[ClaimRecord]: ...
+
+    def stats(self, now: float) -> QueueStats: ...
+
+    def purge_finished(self, before: float) -> int: ...

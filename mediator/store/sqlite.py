@@ -1,0 +1,273 @@
+"""The embedded claim store: one SQLite file shared by the workers and the agent of an instance.
+
+WAL journal with synchronous=FULL: a claim acknowledged to a facility survives a power cut.
+Each thread has its own connection; multi-process writers serialise on SQLite's lock, and every
+state change is a single statement or an IMMEDIATE transaction, so there is no lost update.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from mediator.store.records import FINISHED_STATES, ClaimRecord, ClaimState, QueueStats
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS claims (
+    id TEXT PRIMARY KEY,
+    claim_code TEXT NOT NULL,
+    facility TEXT NOT NULL,
+    content_hash TEXT NOT NULL,
+    state TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at REAL NOT NULL DEFAULT 0,
+    lease_until REAL NOT NULL DEFAULT 0,
+    lease_owner TEXT,
+    openimis_id TEXT,
+    outcome TEXT,
+    response_status INTEGER,
+    response_body TEXT,
+    last_error TEXT,
+    openhim_tx_id TEXT,
+    openhim_synced INTEGER NOT NULL DEFAULT 1,
+    UNIQUE (claim_code, facility)
+);
+CREATE INDEX IF NOT EXISTS claims_due ON claims (state, next_attempt_at);
+CREATE INDEX IF NOT EXISTS claims_openimis_id ON claims (openimis_id);
+CREATE INDEX IF NOT EXISTS claims_updated ON claims (updated_at);
+CREATE INDEX IF NOT EXISTS claims_unsynced ON claims (openhim_synced) WHERE openhim_synced = 0;
+"""
+
+_COLUMNS = (
+    "id",
+    "claim_code",
+    "facility",
+    "content_hash",
+    "state",
+    "payload",
+    "created_at",
+    "updated_at",
+    "attempts",
+    "next_attempt_at",
+    "lease_until",
+    "lease_owner",
+    "openimis_id",
+    "outcome",
+    "response_status",
+    "response_body",
+    "last_error",
+    "openhim_tx_id",
+    "openhim_synced",
+)
+_SELECT = f"SELECT {', '.join(_COLUMNS)} FROM claims"
+
+
+class SqliteClaimStore:
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._local = threading.local()
+        self._pid = os.getpid()
+        with self._connection() as db:
+            db.executescript(_SCHEMA)
+        os.chmod(self.path, 0o600)  # claims carry personal health data
+
+    # -- connections -----------------------------------------------------------------------
+
+    def _connection(self) -> sqlite3.Connection:
+        db = getattr(self._local, "db", None)
+        if db is None or self._pid != os.getpid():  # never share a connection across a fork
+            db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=False)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=FULL")
+            db.execute("PRAGMA busy_timeout=30000")
+            self._local.db = db
+            self._pid = os.getpid()
+        return db
+
+    def close(self) -> None:
+        db = getattr(self._local, "db", None)
+        if db is not None:
+            db.close()
+            self._local.db = None
+
+    # -- reads -----------------------------------------------------------------------------
+
+    def get(self, ident: str) -> ClaimRecord | None:
+        row = (
+            self._connection()
+            .execute(f"{_SELECT} WHERE id = ? OR openimis_id = ?", (ident, ident))
+            .fetchone()
+        )
+        return _record(row) if row else None
+
+    def by_key(self, claim_code: str, facility: str) -> ClaimRecord | None:
+        row = (
+            self._connection()
+            .execute(f"{_SELECT} WHERE claim_code = ? AND facility = ?", (claim_code, facility))
+            .fetchone()
+        )
+        return _record(row) if row else None
+
+    def by_claim_code(self, claim_code: str) -> list[ClaimRecord]:
+        rows = self._connection().execute(f"{_SELECT} WHERE claim_code = ?", (claim_code,)).fetchall()
+        return [_record(r) for r in rows]
+
+    def listing(self, states: tuple[ClaimState, ...], limit: int) -> list[ClaimRecord]:
+        marks = ", ".join("?" for _ in states)
+        rows = (
+            self._connection()
+            .execute(f"{_SELECT} WHERE state IN ({marks}) ORDER BY created_at LIMIT ?", (*states, limit))
+            .fetchall()
+        )
+        return [_record(r) for r in rows]
+
+    def stats(self, now: float) -> QueueStats:
+        db = self._connection()
+        counts = dict(db.execute("SELECT state, COUNT(*) FROM claims GROUP BY state").fetchall())
+        oldest = db.execute(
+            "SELECT MIN(created_at) FROM claims WHERE state IN (?, ?)",
+            (ClaimState.QUEUED, ClaimState.SENDING),
+        ).fetchone()[0]
+        last_error = db.execute(
+            "SELECT last_error FROM claims WHERE state = ? AND last_error IS NOT NULL "
+            "ORDER BY updated_at DESC LIMIT 1",
+            (ClaimState.QUEUED,),
+        ).fetchone()
+        return QueueStats(
+            depth=counts.get(ClaimState.QUEUED, 0) + counts.get(ClaimState.SENDING, 0),
+            awaiting_adjudication=counts.get(ClaimState.AWAITING_ADJUDICATION, 0),
+            oldest_queued_age_s=round(now - oldest, 1) if oldest is not None else None,
+            last_error=last_error[0] if last_error else None,
+            finished=sum(counts.get(s, 0) for s in FINISHED_STATES),
+        )
+
+    def unsynced(self, limit: int) -> list[ClaimRecord]:
+        rows = (
+            self._connection()
+            .execute(f"{_SELECT} WHERE openhim_synced = 0 ORDER BY updated_at LIMIT ?", (limit,))
+            .fetchall()
+        )
+        return [_record(r) for r in rows]
+
+    # -- writes ----------------------------------------------------------------------------
+
+    def intake(self, record: ClaimRecord) -> tuple[ClaimRecord, bool]:
+        db = self._connection()
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            row = db.execute(
+                f"{_SELECT} WHERE claim_code = ? AND facility = ?", (record.claim_code, record.facility)
+            ).fetchone()
+            if row is not None:
+                existing = _record(row)
+                replaceable = (
+                    existing.state == ClaimState.INVALID and existing.content_hash != record.content_hash
+                )
+                if not replaceable:
+                    db.execute("COMMIT")
+                    return existing, False
+                db.execute("DELETE FROM claims WHERE id = ?", (existing.id,))
+            values = _row(record)
+            db.execute(
+                f"INSERT INTO claims ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' for _ in _COLUMNS)})",
+                values,
+            )
+            db.execute("COMMIT")
+            return record, True
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+
+    def finish(self, record_id: str, lease_owner: str | None, **fields: Any) -> bool:
+        fields.setdefault("updated_at", time.time())
+        assignments = ", ".join(f"{name} = ?" for name in fields)
+        values = [_column_value(name, value) for name, value in fields.items()]
+        if lease_owner is None:
+            cursor = self._connection().execute(
+                f"UPDATE claims SET {assignments} WHERE id = ?", (*values, record_id)
+            )
+        else:
+            cursor = self._connection().execute(
+                f"UPDATE claims SET {assignments} WHERE id = ? AND lease_owner = ?",
+                (*values, record_id, lease_owner),
+            )
+        return cursor.rowcount == 1
+
+    def lease_due(self, now: float, lease_s: float, owner: str, limit: int) -> list[ClaimRecord]:
+        db = self._connection()
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            rows = db.execute(
+                f"{_SELECT} WHERE (state IN (?, ?) AND next_attempt_at <= ? AND lease_until < ?)"
+                " OR (state = ? AND lease_until < ?) ORDER BY next_attempt_at LIMIT ?",
+                (
+                    ClaimState.QUEUED,
+                    ClaimState.AWAITING_ADJUDICATION,
+                    now,
+                    now,
+                    ClaimState.SENDING,
+                    now,
+                    limit,
+                ),
+            ).fetchall()
+            records = [_record(r) for r in rows]
+            for record in records:
+                record.lease_until, record.lease_owner = now + lease_s, owner
+                db.execute(
+                    "UPDATE claims SET lease_until = ?, lease_owner = ? WHERE id = ?",
+                    (record.lease_until, owner, record.id),
+                )
+            db.execute("COMMIT")
+            return records
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+
+    def mark_synced(self, record_id: str) -> None:
+        self._connection().execute("UPDATE claims SET openhim_synced = 1 WHERE id = ?", (record_id,))
+
+    def retry_now(self, ident: str) -> bool:
+        cursor = self._connection().execute(
+            "UPDATE claims SET next_attempt_at = 0, lease_until = 0 WHERE (id = ? OR openimis_id = ? "
+            "OR claim_code = ?) AND state IN (?, ?, ?)",
+            (ident, ident, ident, ClaimState.QUEUED, ClaimState.SENDING, ClaimState.AWAITING_ADJUDICATION),
+        )
+        return cursor.rowcount > 0
+
+    def purge_finished(self, before: float) -> int:
+        cursor = self._connection().execute(
+            "DELETE FROM claims WHERE state IN (?, ?) AND updated_at < ? AND openhim_synced = 1",
+            (*FINISHED_STATES, before),
+        )
+        return cursor.rowcount
+
+
+def _column_value(name: str, value: Any) -> Any:
+    if name == "payload":
+        return json.dumps(value, separators=(",", ":"))
+    if name == "openhim_synced":
+        return int(bool(value))
+    if isinstance(value, ClaimState):
+        return str(value)
+    return value
+
+
+def _row(record: ClaimRecord) -> tuple[Any, ...]:
+    return tuple(_column_value(name, getattr(record, name)) for name in _COLUMNS)
+
+
+def _record(row: tuple[Any, ...]) -> ClaimRecord:
+    values = dict(zip(_COLUMNS, row, strict=True))
+    values["payload"] = json.loads(values["payload"])
+    values["state"] = ClaimState(values["state"])
+    values["openhim_synced"] = bool(values["openhim_synced"])
+    return ClaimRecord(**values)

@@ -1,0 +1,480 @@
+"""OpenHIE transaction 7: Claim submit, durable and idempotent.
+
+request -> validate -> normalise -> record (durable, keyed on claim code + facility) -> send
+upstream (recorded as orchestrations) -> classify -> answer. A claim is recorded before it is
+sent, so that it is either accepted upstream exactly once or held and reported as queued:
+- the same claim again (client retry, OpenHIM re-run) gets the recorded answer, never a second
+  submission; the same key with other content is a 409;
+- openIMIS unavailable (unreachable, slow, 5xx, 429, login refused) -> held, 202 queued; the
+  forwarder delivers it later with backoff;
+- a claim that may have reached openIMIS (a timeout, a crash mid-call) is looked up there by
+  its code before it is sent again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import random
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from mediator.fhir.outcome import FhirError, Issue, operation_outcome
+from mediator.openhim.envelope import TransactionStatus
+from mediator.openhim.orchestrations import OrchestrationRecorder, iso_now
+from mediator.openimis.client import OpenImisClient, UpstreamResponse
+from mediator.openimis.errors import OpenImisBroken, OpenImisError, OpenImisRateLimited
+from mediator.openimis.reads import find_by_identifier, read_resource
+from mediator.settings import Settings
+from mediator.store import ClaimRecord, ClaimState, ClaimStore
+from mediator.transactions.claims.classification import (
+    HTTP_STATUS,
+    OPENHIM_STATUS,
+    OUTCOME_TAG_SYSTEM,
+    ClaimOutcome,
+    ClassifiedResponse,
+    classify,
+)
+from mediator.transactions.claims.normalise import (
+    ItemRef,
+    NormalisedClaim,
+    normalise_claim,
+    with_patient_uuid,
+)
+from mediator.transactions.claims.validation import claim_key, parse_claim, validate_claim
+
+log = logging.getLogger("mediator.claims")
+
+UNSUPPORTED_USES = ("preauthorization", "predetermination")
+#: A duplicate submission arriving while the first is in flight waits this long for its answer.
+IN_FLIGHT_WAIT_S = 5.0
+#: openIMIS 500 messages that say openIMIS itself is broken, not the claim.
+_BROKEN_MARKERS = (
+    "internal server error",
+    "operationalerror",
+    "programmingerror",
+    "interfaceerror",
+    "database",
+    "could not connect",
+    "connection",
+    "stored procedure",
+    "deadlock",
+    "timeout",
+    "temporarily",
+)
+
+
+@dataclass
+class ClaimAnswer:
+    """What the facility is told, and what the OpenHIM transaction records."""
+
+    http_status: int
+    body: dict[str, Any]
+    transaction_status: TransactionStatus
+    outcome: str
+    headers: dict[str, str] = field(default_factory=dict)
+    properties: dict[str, Any] = field(default_factory=dict)
+
+
+def content_hash(claim: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(claim, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+class ClaimSubmission:
+    """Submits claims and delivers held ones; shared by the workers and the forwarder."""
+
+    def __init__(
+        self,
+        store: ClaimStore,
+        client: Callable[[], OpenImisClient],
+        settings: Callable[[], Settings],
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self._client = client
+        self._settings = settings
+        self._clock = clock
+
+    # -- the facility's submission ---------------------------------------------------------
+
+    def submit(self, body: bytes, recorder: OrchestrationRecorder, openhim_tx_id: str | None) -> ClaimAnswer:
+        claim = parse_claim(body)
+        issues = validate_claim(claim)
+        if issues:
+            raise FhirError(422, issues, outcome="invalid-claim")
+        use = claim.get("use", "claim")
+        if use in UNSUPPORTED_USES:
+            raise FhirError.of(
+                422,
+                "not-supported",
+                f"use '{use}' is not supported: openIMIS only adjudicates claims (use 'claim')",
+                ["Claim.use"],
+                outcome="not-supported",
+            )
+        normalised = normalise_claim(claim)
+        code, facility = claim_key(claim)
+        now = self._clock()
+        owner = f"worker-{uuid.uuid4()}"
+        record = ClaimRecord(
+            id=str(uuid.uuid4()),
+            claim_code=code,
+            facility=facility,
+            content_hash=content_hash(claim),
+            state=ClaimState.SENDING,
+            payload={
+                "claim": normalised.claim,
+                "patient_chfid": normalised.patient_chfid,
+                "item_refs": [ref.__dict__ for ref in normalised.item_refs],
+            },
+            created_at=now,
+            updated_at=now,
+            lease_until=now + self._settings().claim_lease_s,
+            lease_owner=owner,
+            openhim_tx_id=openhim_tx_id,
+        )
+        stored, is_new = self.store.intake(record)
+        if not is_new:
+            if stored.content_hash != record.content_hash:
+                raise FhirError.of(
+                    409,
+                    "conflict",
+                    f"claim code '{code}' of facility '{facility}' was already submitted with other content;"
+                    " use a new claim code for a new claim",
+                    ["Claim.identifier"],
+                    outcome="conflict",
+                )
+            return self._replay(stored)
+        return self.deliver(record, recorder)
+
+    def _replay(self, record: ClaimRecord) -> ClaimAnswer:
+        """The recorded answer of a claim already received (waiting briefly if it is in flight)."""
+        deadline = time.monotonic() + IN_FLIGHT_WAIT_S
+        while record.state == ClaimState.SENDING and time.monotonic() < deadline:
+            time.sleep(0.05)
+            record = self.store.get(record.id) or record
+        answer = self.recorded_answer(record)
+        answer.properties["replayed"] = "true"
+        answer.outcome = f"replayed-{answer.outcome}"
+        return answer
+
+    # -- delivery (first attempt, and the forwarder's later ones) ---------------------------
+
+    def deliver(self, record: ClaimRecord, recorder: OrchestrationRecorder) -> ClaimAnswer:
+        """Get a claim the caller holds the lease of into openIMIS, and record the answer."""
+        client = self._client()
+        try:
+            if record.attempts > 0:
+                found = self._look_up_upstream(client, record, recorder)
+                if found is not None:
+                    return self._record_classified(record, found)
+            payload = record.payload
+            claim = payload["claim"]
+            if payload.get("patient_chfid"):
+                patient = find_by_identifier(
+                    client,
+                    "Patient",
+                    payload["patient_chfid"],
+                    recorder,
+                    "openIMIS insuree lookup (claim patient)",
+                )
+                if patient is None:
+                    return self._record_invalid(
+                        record,
+                        [
+                            Issue(
+                                "not-found",
+                                f"insuree '{payload['patient_chfid']}' is not known to openIMIS",
+                                ["Claim.patient"],
+                            )
+                        ],
+                    )
+                claim = with_patient_uuid(_normalised(payload), patient["id"])
+            record.attempts += 1
+            self.store.finish(record.id, record.lease_owner, attempts=record.attempts, last_error=None)
+            response = client.post("Claim/", _json(claim), recorder, "openIMIS claim submit")
+            if response.ok:
+                return self._record_classified(record, self._claim_response(response))
+            return self._upstream_refusal(client, record, response, recorder)
+        except OpenImisError as exc:
+            retry_after = exc.retry_after if isinstance(exc, OpenImisRateLimited) else None
+            return self._hold(record, f"{exc.public_message}: {exc}", retry_after)
+
+    def _upstream_refusal(
+        self,
+        client: OpenImisClient,
+        record: ClaimRecord,
+        response: UpstreamResponse,
+        recorder: OrchestrationRecorder,
+    ) -> ClaimAnswer:
+        messages = response.outcome_messages()
+        text = " ".join(messages).lower()
+        if messages and "already exists" in text:
+            # Ours from an earlier attempt whose answer was lost, most likely: read it back.
+            found = self._look_up_upstream(client, record, recorder)
+            if found is not None:
+                return self._record_classified(record, found)
+            return self._hold(record, "openIMIS reports the claim code as existing but cannot show it")
+        is_claim_error = (
+            messages and response.status in (400, 422, 500) and not any(m in text for m in _BROKEN_MARKERS)
+        )
+        if is_claim_error:
+            issues = [Issue("business-rule", f"openIMIS refused the claim: {m}", ["Claim"]) for m in messages]
+            return self._record_invalid(record, issues)
+        return self._hold(record, f"openIMIS answered {response.status}")
+
+    def _look_up_upstream(
+        self, client: OpenImisClient, record: ClaimRecord, recorder: OrchestrationRecorder
+    ) -> dict[str, Any] | None:
+        """`ClaimResponse/<claim code>/`: the one way to see whether a claim reached openIMIS
+        (`Claim?identifier=` fails with 500 on real releases)."""
+        return read_resource(
+            client,
+            "ClaimResponse",
+            record.claim_code,
+            recorder,
+            "openIMIS claim lookup (did an earlier attempt arrive?)",
+        )
+
+    def _claim_response(self, response: UpstreamResponse) -> dict[str, Any]:
+        body = response.json()
+        if not isinstance(body, dict) or body.get("resourceType") != "ClaimResponse":
+            raise OpenImisBroken("openIMIS accepted the claim but did not answer a ClaimResponse")
+        return body
+
+    # -- adjudication of claims openIMIS left entered ---------------------------------------
+
+    def refresh_adjudication(
+        self, client: OpenImisClient, record: ClaimRecord, recorder: OrchestrationRecorder
+    ) -> dict[str, Any] | None:
+        """Ask openIMIS for the current state of an entered claim; record it once final.
+
+        Returns the facility-facing ClaimResponse, or None when openIMIS cannot tell right now.
+        """
+        try:
+            upstream = read_resource(
+                client,
+                "ClaimResponse",
+                record.openimis_id or record.claim_code,
+                recorder,
+                "openIMIS claim response read (adjudication)",
+            )
+        except OpenImisError:
+            return None
+        if upstream is None:
+            return None
+        classified = classify(upstream, _item_refs(record.payload))
+        body = classified.claim_response
+        body["id"] = record.public_id
+        if classified.outcome == ClaimOutcome.QUEUED:
+            return body
+        encoded = _json(body).decode()
+        self.store.finish(
+            record.id,
+            None,
+            state=ClaimState.DONE,
+            outcome=str(classified.outcome),
+            response_status=HTTP_STATUS[classified.outcome],
+            response_body=encoded,
+            lease_until=0,
+            openhim_synced=not record.openhim_tx_id,
+        )
+        record.state, record.outcome = ClaimState.DONE, str(classified.outcome)
+        record.response_status, record.response_body = HTTP_STATUS[classified.outcome], encoded
+        return body
+
+    # -- recording outcomes ----------------------------------------------------------------
+
+    def _record_classified(self, record: ClaimRecord, claim_response: dict[str, Any]) -> ClaimAnswer:
+        classified = classify(claim_response, _item_refs(record.payload))
+        openimis_id = _openimis_id(claim_response) or record.openimis_id
+        body = classified.claim_response
+        body["id"] = openimis_id or record.id
+        settings = self._settings()
+        state = (
+            ClaimState.AWAITING_ADJUDICATION if classified.outcome == ClaimOutcome.QUEUED else ClaimState.DONE
+        )
+        was_answered_queued = record.response_status == 202
+        self.store.finish(
+            record.id,
+            record.lease_owner,
+            state=state,
+            openimis_id=openimis_id,
+            outcome=str(classified.outcome),
+            response_status=HTTP_STATUS[classified.outcome],
+            response_body=_json(body).decode(),
+            next_attempt_at=self._clock() + settings.adjudication_poll_interval,
+            lease_until=0,
+            last_error=None,
+            openhim_synced=not (record.openhim_tx_id and was_answered_queued and state == ClaimState.DONE),
+        )
+        record.state, record.openimis_id = state, openimis_id
+        record.response_status, record.response_body = HTTP_STATUS[classified.outcome], _json(body).decode()
+        record.outcome = str(classified.outcome)
+        return self._answer(record, body, classified)
+
+    def _record_invalid(self, record: ClaimRecord, issues: list[Issue]) -> ClaimAnswer:
+        outcome = operation_outcome(issues)
+        was_answered_queued = record.response_status == 202
+        self.store.finish(
+            record.id,
+            record.lease_owner,
+            state=ClaimState.INVALID,
+            outcome="invalid",
+            response_status=422,
+            response_body=_json(outcome).decode(),
+            lease_until=0,
+            openhim_synced=not (record.openhim_tx_id and was_answered_queued),
+        )
+        record.state, record.outcome, record.response_status = ClaimState.INVALID, "invalid", 422
+        record.response_body = _json(outcome).decode()
+        return self.recorded_answer(record)
+
+    def _hold(self, record: ClaimRecord, reason: str, retry_after: float | None = None) -> ClaimAnswer:
+        settings = self._settings()
+        delay = min(
+            settings.forward_backoff_initial * 2 ** max(record.attempts - 1, 0), settings.forward_backoff_max
+        )
+        delay *= 1 + random.uniform(-settings.forward_backoff_jitter, settings.forward_backoff_jitter)
+        if retry_after is not None:
+            delay = max(delay, retry_after)
+        body = held_claim_response(record, reason)
+        self.store.finish(
+            record.id,
+            record.lease_owner,
+            state=ClaimState.QUEUED,
+            outcome="queued",
+            response_status=202,
+            response_body=_json(body).decode(),
+            next_attempt_at=self._clock() + delay,
+            lease_until=0,
+            last_error=reason,
+        )
+        log.warning(
+            "claim held for later delivery",
+            extra={"claim_code": record.claim_code, "reason": reason, "retry_in_s": round(delay, 1)},
+        )
+        record.state, record.outcome, record.response_status = ClaimState.QUEUED, "queued", 202
+        record.response_body = _json(body).decode()
+        return self.recorded_answer(record)
+
+    # -- answers ---------------------------------------------------------------------------
+
+    def recorded_answer(self, record: ClaimRecord) -> ClaimAnswer:
+        """The answer a record stands for now (also what a replay gets)."""
+        if record.state == ClaimState.SENDING or not record.response_body:
+            body = held_claim_response(record, "the claim is being delivered to openIMIS")
+            return self._held_answer(record, body)
+        body = json.loads(record.response_body)
+        if record.state == ClaimState.INVALID:
+            return ClaimAnswer(
+                422, body, TransactionStatus.COMPLETED, "invalid", properties=_properties(record, None)
+            )
+        if record.state == ClaimState.QUEUED:
+            return self._held_answer(record, body)
+        outcome = ClaimOutcome(record.outcome)
+        return ClaimAnswer(
+            HTTP_STATUS[outcome],
+            body,
+            TransactionStatus(OPENHIM_STATUS[outcome]),
+            str(outcome),
+            headers=self._location(record),
+            properties=_properties(record, body),
+        )
+
+    def _held_answer(self, record: ClaimRecord, body: dict[str, Any]) -> ClaimAnswer:
+        return ClaimAnswer(
+            202,
+            body,
+            TransactionStatus.PROCESSING,
+            "held",
+            headers=self._location(record),
+            properties=_properties(record, body),
+        )
+
+    def _answer(
+        self, record: ClaimRecord, body: dict[str, Any], classified: ClassifiedResponse
+    ) -> ClaimAnswer:
+        properties = _properties(record, body)
+        properties.update(
+            {
+                "openimis_status": str(classified.openimis_status),
+                "total_claimed": classified.total_claimed,
+                "total_approved": classified.total_approved,
+                "currency": classified.currency,
+            }
+        )
+        return ClaimAnswer(
+            HTTP_STATUS[classified.outcome],
+            body,
+            TransactionStatus(OPENHIM_STATUS[classified.outcome]),
+            str(classified.outcome),
+            headers=self._location(record),
+            properties={k: v for k, v in properties.items() if v is not None},
+        )
+
+    def _location(self, record: ClaimRecord) -> dict[str, str]:
+        return {"Location": f"{self._settings().public_base_url}/ClaimResponse/{record.public_id}"}
+
+
+def held_claim_response(record: ClaimRecord, reason: str) -> dict[str, Any]:
+    """A ClaimResponse for a claim the mediator holds: queued, with an id the facility can poll."""
+    claim = record.payload["claim"]
+    return {
+        "resourceType": "ClaimResponse",
+        "id": record.public_id,
+        "meta": {
+            "tag": [
+                {"system": OUTCOME_TAG_SYSTEM, "code": "queued", "display": "Queued: held by the mediator"}
+            ]
+        },
+        "identifier": [i for i in claim.get("identifier", []) if isinstance(i, dict)][:1],
+        "status": "active",
+        "type": claim.get("type"),
+        "use": "claim",
+        "patient": claim.get("patient"),
+        "created": iso_now()[:10],
+        "insurer": {"reference": "openIMIS"},
+        "requestor": claim.get("enterer") or claim.get("provider"),
+        "outcome": "queued",
+        "disposition": (
+            "Claim received and held by the mediator; it will be forwarded to openIMIS automatically "
+            f"({reason}). Poll this ClaimResponse for the result."
+        ),
+    }
+
+
+def _properties(record: ClaimRecord, body: dict[str, Any] | None) -> dict[str, Any]:
+    claim = record.payload.get("claim", {})
+    patient = record.payload.get("patient_chfid") or (claim.get("patient") or {}).get("reference", "")
+    return {
+        "claim_code": record.claim_code,
+        "facility": record.facility,
+        "insuree": patient.removeprefix("Patient/"),
+        "outcome": record.outcome or "queued",
+        "claim_response_id": record.public_id,
+        **({"disposition": body.get("disposition")} if body and body.get("disposition") else {}),
+    }
+
+
+def _normalised(payload: dict[str, Any]) -> NormalisedClaim:
+    return NormalisedClaim(payload["claim"], payload.get("patient_chfid"), _item_refs(payload))
+
+
+def _item_refs(payload: dict[str, Any]) -> list[ItemRef]:
+    return [ItemRef(**{**ref, "keys": tuple(ref.get("keys") or ())}) for ref in payload.get("item_refs", [])]
+
+
+def _openimis_id(claim_response: dict[str, Any]) -> str | None:
+    for ident in claim_response.get("identifier") or []:
+        codes = {c.get("code") for c in ((ident.get("type") or {}).get("coding") or [])}
+        if "UUID" in codes and ident.get("value"):
+            return str(ident["value"])
+    return claim_response.get("id")
+
+
+def _json(value: Any) -> bytes:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
