@@ -20,6 +20,13 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser("serve", help="run the mediator under gunicorn (default)")
     commands.add_parser("check-config", help="validate and print the settings in force")
     commands.add_parser("agent", help="the background agent (started by the gunicorn master)")
+    queue = commands.add_parser("queue", help="inspect and nudge the durable claim queue")
+    queue_commands = queue.add_subparsers(dest="queue_command", required=True)
+    queue_commands.add_parser("list", help="claims not finished yet (held, in flight, awaiting adjudication)")
+    show = queue_commands.add_parser("show", help="one claim record, by claim code or id")
+    show.add_argument("key")
+    retry = queue_commands.add_parser("retry", help="make a held claim due now (by claim code or id)")
+    retry.add_argument("key")
     args = parser.parse_args(argv)
 
     try:
@@ -32,6 +39,11 @@ def main(argv: list[str] | None = None) -> int:
         for name, value in sorted(vars(settings).items()):
             print(f"{name.upper()}={value!r}")
         return 0
+
+    if args.command == "queue":
+        from mediator.queue_cli import run_queue_command
+
+        return run_queue_command(settings, args.queue_command, getattr(args, "key", None))
 
     if args.command == "agent":
         from mediator.agent import run_agent

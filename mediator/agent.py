@@ -1,7 +1,8 @@
-"""The instance's one background process: OpenHIM registration, heartbeat and live config.
+"""The instance's one background process: the claim forwarder, and OpenHIM registration,
+heartbeat and live config.
 
-gunicorn's master starts it once (not once per worker), so an instance heartbeats exactly once
-per interval whatever its worker count. It never takes the service down: an unreachable core
+gunicorn's master starts it once (not once per worker), so an instance heartbeats and forwards
+exactly once whatever its worker count. It never takes the service down: an unreachable core
 is retried with backoff, each attempt logged once. It exits on SIGTERM, and by itself if the
 master that started it is gone.
 """
@@ -15,6 +16,7 @@ import threading
 import time
 from typing import Any
 
+from mediator.forwarder import Forwarder
 from mediator.openhim.api import OpenHimApi, OpenHimError
 from mediator.openhim.live_config import (
     CONSOLE_CONFIG_FILE,
@@ -24,6 +26,7 @@ from mediator.openhim.live_config import (
 )
 from mediator.openhim.orchestrations import iso_now
 from mediator.openhim.registration import heartbeat, install_channels, register, registration_document
+from mediator.runtime import MediatorRuntime
 from mediator.settings import Settings, SettingsError
 
 log = logging.getLogger("mediator.agent")
@@ -32,11 +35,11 @@ REGISTRATION_BACKOFF_MAX_S = 60.0
 
 
 class OpenHimAgent:
-    def __init__(self, settings: Settings, state: SharedState) -> None:
+    def __init__(self, settings: Settings, state: SharedState, api: OpenHimApi | None = None) -> None:
         self.base_settings = settings
         self.settings = settings
         self.state = state
-        self.api = OpenHimApi(settings)
+        self.api = api or OpenHimApi(settings)
         self._started = time.monotonic()
         self._status: dict[str, Any] = {"mode": "registering", "registered": False, "api": self.api.base}
 
@@ -133,8 +136,13 @@ def run_agent(settings: Settings) -> int:
     threading.Thread(target=watch_parent, name="parent-watch", daemon=True).start()
     state = SharedState(settings.mediator_state_dir)
     state.remove(CONSOLE_CONFIG_FILE)  # a new instance starts from its own settings
-    if settings.registers_with_openhim:
-        OpenHimAgent(settings, state).run(stop)
+    api = OpenHimApi(settings) if settings.registers_with_openhim else None
+    forwarder = Forwarder(MediatorRuntime(settings), api)
+    forwarding = threading.Thread(target=forwarder.run, args=(stop,), name="forwarder", daemon=True)
+    forwarding.start()
+    if api is not None:
+        OpenHimAgent(settings, state, api).run(stop)
     else:
         stop.wait()
+    forwarding.join(30)
     return 0

@@ -114,10 +114,8 @@ class EmbeddedSandbox(ChildProcess):
         raise RuntimeError(f"the embedded openIMIS sandbox did not start within {timeout} s")
 
 
-def start_agent_if_needed(settings: Settings) -> ChildProcess | None:
-    """One background agent per instance (OpenHIM heartbeat), whatever the worker count."""
-    if not settings.registers_with_openhim:
-        return None
+def start_agent() -> ChildProcess:
+    """One background agent per instance (forwarder, OpenHIM heartbeat), whatever the worker count."""
     agent = ChildProcess("agent", [sys.executable, "-m", "mediator", "agent"])
     agent.start()
     return agent

@@ -35,6 +35,7 @@ class Service:
     url: str
     process: subprocess.Popen[bytes]
     log_path: Path
+    env: dict[str, str]
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -85,7 +86,7 @@ def _spawn(
         process = subprocess.Popen(
             argv, cwd=ROOT, env=full_env, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True
         )
-    service = Service(name, url, process, log_path)
+    service = Service(name, url, process, log_path, dict(env))
     try:
         _wait_http(service, ready_path, timeout)
     except BaseException:

@@ -1,0 +1,123 @@
+"""The forwarder: delivers held claims, follows entered ones, and reports late results.
+
+It runs in the instance's agent process (one per instance, whatever the worker count). Each
+round it leases what is due from the claim store — claims held while openIMIS was unavailable,
+claims left in flight by a crashed worker (their lease expired), claims openIMIS left entered —
+and works on them with the same code path as a facility's submission, so that a claim is never
+sent twice. A result that arrives after the facility was answered 202 is written to the
+original OpenHIM transaction when the mediator is registered.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+import uuid
+
+from mediator.openhim.api import OpenHimApi, OpenHimError
+from mediator.openhim.orchestrations import OrchestrationRecorder
+from mediator.openhim.transactions import update_transaction
+from mediator.runtime import MediatorRuntime
+from mediator.store import ClaimRecord, ClaimState
+
+log = logging.getLogger("mediator.forwarder")
+
+BATCH = 20
+PURGE_EVERY_S = 3600.0
+
+
+class Forwarder:
+    def __init__(self, runtime: MediatorRuntime, openhim: OpenHimApi | None) -> None:
+        self.runtime = runtime
+        self.openhim = openhim
+        self.owner = f"forwarder-{uuid.uuid4()}"
+        self._next_purge = 0.0
+
+    def run(self, stop: threading.Event) -> None:
+        while not stop.is_set():
+            try:
+                self.run_once()
+            except Exception:  # the loop must outlive any single failure
+                log.exception("forwarding round failed")
+            stop.wait(self.runtime.settings.forward_poll_interval)
+
+    def run_once(self) -> int:
+        """One round; returns how many records were worked on."""
+        self.runtime.refresh_live_config()
+        settings = self.runtime.settings
+        now = time.time()
+        records = self.runtime.store.lease_due(now, settings.claim_lease_s, self.owner, BATCH)
+        for record in records:
+            recorder = OrchestrationRecorder()
+            if record.state == ClaimState.AWAITING_ADJUDICATION:
+                self._follow_adjudication(record, recorder)
+            else:
+                answer = self.runtime.claims.deliver(record, recorder)
+                log.info(
+                    "claim forwarded",
+                    extra={
+                        "claim_code": record.claim_code,
+                        "outcome": answer.outcome,
+                        "attempts": record.attempts,
+                        "upstream": recorder.summary(),
+                    },
+                )
+            self._report(record.id, recorder)
+        for record in self.runtime.store.unsynced(BATCH):
+            self._report(record.id, None)
+        if now >= self._next_purge:
+            self._next_purge = now + PURGE_EVERY_S
+            purged = self.runtime.store.purge_finished(now - settings.claim_retention_days * 86400)
+            if purged:
+                log.info("finished claim records purged", extra={"purged": purged})
+        return len(records)
+
+    def _follow_adjudication(self, record: ClaimRecord, recorder: OrchestrationRecorder) -> None:
+        claims = self.runtime.claims
+        claims.refresh_adjudication(self.runtime.openimis, record, recorder)
+        if record.state == ClaimState.AWAITING_ADJUDICATION:
+            self.runtime.store.finish(
+                record.id,
+                self.owner,
+                next_attempt_at=time.time() + self.runtime.settings.adjudication_poll_interval,
+                lease_until=0,
+            )
+        else:
+            log.info("claim adjudicated", extra={"claim_code": record.claim_code, "outcome": record.outcome})
+
+    def _report(self, record_id: str, recorder: OrchestrationRecorder | None) -> None:
+        """Write a final result to the OpenHIM transaction that answered 202 (once)."""
+        record = self.runtime.store.get(record_id)
+        if (
+            record is None
+            or record.openhim_synced
+            or record.state not in (ClaimState.DONE, ClaimState.INVALID)
+        ):
+            return
+        if self.openhim is None or not record.openhim_tx_id:
+            self.runtime.store.mark_synced(record.id)
+            return
+        answer = self.runtime.claims.recorded_answer(record)
+        try:
+            update_transaction(
+                self.openhim,
+                record.openhim_tx_id,
+                answer.transaction_status,
+                answer.http_status,
+                {"Content-Type": "application/fhir+json; charset=utf-8", **answer.headers},
+                json.dumps(answer.body, separators=(",", ":")),
+                recorder.orchestrations() if recorder else [],
+            )
+        except OpenHimError as exc:
+            log.warning(
+                "OpenHIM transaction not updated yet",
+                extra={"claim_code": record.claim_code, "error": str(exc)},
+            )
+            return
+        self.runtime.store.mark_synced(record.id)
+        log.info(
+            "OpenHIM transaction updated",
+            extra={"claim_code": record.claim_code, "openhim_transaction": record.openhim_tx_id},
+        )

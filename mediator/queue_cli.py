@@ -1,0 +1,81 @@
+"""`python -m mediator queue list|show|retry`: the operator's view of the durable claim queue."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from datetime import UTC, datetime
+
+from mediator.settings import Settings
+from mediator.store import ClaimRecord, ClaimState, SqliteClaimStore
+
+_OPEN_STATES = (ClaimState.QUEUED, ClaimState.SENDING, ClaimState.AWAITING_ADJUDICATION)
+
+
+def run_queue_command(settings: Settings, command: str, key: str | None) -> int:
+    store = SqliteClaimStore(settings.claim_store_file)
+    if command == "list":
+        stats = store.stats(time.time())
+        print(
+            f"held or in flight: {stats.depth}  awaiting adjudication: {stats.awaiting_adjudication}  "
+            f"oldest held: {_age(stats.oldest_queued_age_s)}  last error: {stats.last_error or '-'}"
+        )
+        for record in store.listing(_OPEN_STATES, 1000):
+            print(_line(record))
+        return 0
+    records = _find(store, key or "")
+    if not records:
+        print(f"no claim record for {key!r}", file=sys.stderr)
+        return 1
+    if command == "show":
+        for record in records:
+            print(json.dumps(_summary(record), indent=2))
+        return 0
+    if command == "retry":
+        if not store.retry_now(key or ""):
+            print(f"{key!r} is not waiting for anything (state: {records[0].state})", file=sys.stderr)
+            return 1
+        print(f"{key}: due now; the forwarder takes it within {settings.forward_poll_interval:g} s")
+        return 0
+    return 2
+
+
+def _find(store: SqliteClaimStore, key: str) -> list[ClaimRecord]:
+    record = store.get(key)
+    return [record] if record else store.by_claim_code(key)
+
+
+def _line(record: ClaimRecord) -> str:
+    due = _when(record.next_attempt_at) if record.state == ClaimState.QUEUED else "-"
+    return (
+        f"{record.claim_code:<20} {record.facility:<38} {record.state:<22} attempts={record.attempts:<3} "
+        f"next={due} error={record.last_error or '-'}"
+    )
+
+
+def _summary(record: ClaimRecord) -> dict[str, object]:
+    """Identifiers and state only: the claim's clinical content stays in the store."""
+    return {
+        "id": record.id,
+        "claim_code": record.claim_code,
+        "facility": record.facility,
+        "state": str(record.state),
+        "outcome": record.outcome,
+        "attempts": record.attempts,
+        "received": _when(record.created_at),
+        "updated": _when(record.updated_at),
+        "next_attempt": _when(record.next_attempt_at) if record.state in _OPEN_STATES else None,
+        "openimis_id": record.openimis_id,
+        "last_error": record.last_error,
+        "openhim_transaction": record.openhim_tx_id,
+        "openhim_updated": record.openhim_synced,
+    }
+
+
+def _when(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds") if ts else "-"
+
+
+def _age(seconds: float | None) -> str:
+    return "-" if seconds is None else f"{seconds:.0f} s"
