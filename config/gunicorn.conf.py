@@ -2,7 +2,7 @@
 
 import sys
 
-from mediator.serving import gunicorn_options, start_agent_if_needed, start_embedded_sandbox_if_needed
+from mediator.serving import gunicorn_options, start_agent, start_embedded_sandbox_if_needed
 from mediator.settings import SettingsError, load_settings
 
 try:
@@ -21,7 +21,7 @@ def on_starting(server):
 
 def when_ready(server):
     # Started after the sandbox, so that the agent reads the sandbox's OPENIMIS_URL.
-    _state["agent"] = start_agent_if_needed(load_settings())
+    _state["agent"] = start_agent()
 
 
 def on_exit(server):
