@@ -9,6 +9,7 @@ from mediator.runtime import MediatorRuntime
 from mediator.settings import Settings, load_settings
 from mediator.web import transaction
 from mediator.web.claims_api import claims
+from mediator.web.eligibility_api import eligibility
 from mediator.web.fhir_api import fhir
 from mediator.web.operations import operations
 
@@ -26,4 +27,5 @@ def create_app(settings: Settings | None = None, runtime: MediatorRuntime | None
     app.register_blueprint(operations)
     app.register_blueprint(fhir)
     app.register_blueprint(claims)
+    app.register_blueprint(eligibility)
     return app

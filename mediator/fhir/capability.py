@@ -61,6 +61,27 @@ SUPPORTED: tuple[ResourceSupport, ...] = (
         ),
         "The answer to a claim (OpenHIE steps 11/13/15); poll a queued one until it is final.",
     ),
+    ResourceSupport(
+        "Patient",
+        ("read", "search-type"),
+        (
+            SearchParam(
+                "identifier",
+                "token",
+                "The insuree number ([system|]value); a searchset with 0 or 1 entries. Required: insurees are not listed.",
+            ),
+        ),
+        "openIMIS insurees. Read by UUID or insuree number (the current insuree row).",
+    ),
+    ResourceSupport(
+        "CoverageEligibilityRequest",
+        ("create",),
+        (),
+        "Coverage eligibility (answered with a CoverageEligibilityResponse). Patient as Patient/<insuree number>, "
+        "Patient/<UUID> or an identifier; at most one item and one service. If openIMIS's eligibility service "
+        "fails, the answer comes from the insuree's Coverage (meta.tag urn:openimis-mediator:eligibility-source|"
+        "coverage-fallback, no benefit limits) or is a 502; it is never reported as 'not covered'.",
+    ),
 )
 
 

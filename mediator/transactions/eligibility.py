@@ -28,13 +28,7 @@ from typing import Any
 from fhir.resources.R4B.coverageeligibilityrequest import CoverageEligibilityRequest
 from pydantic import ValidationError
 
-from mediator.fhir.outcome import FhirError, Issue
-from mediator.openhim.orchestrations import OrchestrationRecorder
-from mediator.openimis.client import OpenImisClient
-from mediator.openimis.errors import OpenImisBroken
-from mediator.openimis.reads import read_resource
-from mediator.transactions import insurees
-from mediator.transactions.claims._fhir import (
+from mediator.fhir.elements import (
     ITEM_CATEGORY_SYSTEM,
     arr,
     coded,
@@ -43,6 +37,12 @@ from mediator.transactions.claims._fhir import (
     split_reference,
     text,
 )
+from mediator.fhir.outcome import FhirError, Issue
+from mediator.openhim.orchestrations import OrchestrationRecorder
+from mediator.openimis.client import OpenImisClient
+from mediator.openimis.errors import OpenImisBroken
+from mediator.openimis.reads import read_resource
+from mediator.transactions import insurees
 
 ROOT = "CoverageEligibilityRequest"
 SOURCE_SYSTEM = "urn:openimis-mediator:eligibility-source"
@@ -276,6 +276,14 @@ def check(
     upstream = json.dumps(upstream_request(query, number, today)).encode()
     response = client.post(f"{ROOT}/", upstream, recorder, "openIMIS eligibility request")
     answer = _usable_answer(response.status, response.content)
+    if answer is not None and not arr(answer.get("insurance")) and not obj(answer.get("patient")):
+        # openIMIS leaves `patient` out when it finds no current insuree with that number: an
+        # unknown insuree must not read as "no policy in force".
+        found = insurees.find(
+            client, number, recorder, "openIMIS insuree lookup (eligibility without patient)"
+        )
+        if found is None:
+            raise _unknown_insuree(number)
     if answer is not None:
         resource = normalise(answer, query, number, today)
         result = EligibilityAnswer(resource, SOURCE_OPENIMIS, number, len(resource.get("insurance") or []))

@@ -13,8 +13,6 @@ import pytest
 
 from tests.support.openhim_core import OpenHimCore
 
-pytest_plugins = ["tests.support.openhim_fixtures"]
-
 pytestmark = pytest.mark.integration
 
 

@@ -111,3 +111,48 @@ def test_reregistration_only_with_a_greater_version(agent_settings, standin, mon
     registration.register(api, registration.registration_document(agent_settings))
     assert state.mediators[urn]["version"] == "99.0.0"
     assert state.mediators[urn]["config"]["logLevel"] == "ERROR", "console values survive an upgrade"
+
+
+def test_one_heartbeat_loop_per_instance_and_clean_sigterm(standin, sandbox):
+    """Two gunicorn workers, yet one heartbeat per interval; SIGTERM stops every process."""
+    from tests.support.services import running_mediator, stop
+
+    url, state = standin
+    env = {
+        "OPENIMIS_URL": sandbox.url,
+        "OPENHIM_API_URL": url,
+        "OPENHIM_PASSWORD": "openhim-password",
+        "OPENHIM_AUTH": "basic",
+        "OPENHIM_HEARTBEAT_INTERVAL": "1",
+        "MEDIATOR_WORKERS": "3",
+    }
+    with running_mediator(env) as mediator:
+        wait_for(lambda: len(state.heartbeats) >= 1, timeout=20)
+        first = len(state.heartbeats)
+        time.sleep(4.5)
+        beats = len(state.heartbeats) - first
+        assert 3 <= beats <= 6, f"{beats} heartbeats in 4.5 s at a 1 s interval with 3 workers"
+        assert state.registrations == 1
+        children = _children(mediator.process.pid)
+        assert len(children) >= 4  # 3 workers + the agent
+        assert stop(mediator) == 0, "gunicorn exits cleanly on SIGTERM"
+    for pid in children:
+        assert not _alive(pid), f"process {pid} survived the mediator's shutdown"
+
+
+def _children(pid: int) -> list[int]:
+    import subprocess
+
+    out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True, text=True).stdout
+    return [int(p) for p in out.split()]
+
+
+def _alive(pid: int) -> bool:
+    import os
+
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with open(f"/proc/{pid}/stat") as fh:
+        return fh.read().split()[2] != "Z"

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from mediator.transactions.claims._fhir import (
+from mediator.fhir.elements import (
     CLAIM_CODE_TYPES,
     CLAIM_STATUS_SYSTEM,
     KIND_OF_TYPE,

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from mediator.transactions.claims._fhir import (
+from mediator.fhir.elements import (
     CLAIM_CODE_TYPES,
     IDENTIFIER_SYSTEM,
     ITEM_KINDS,

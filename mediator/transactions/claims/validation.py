@@ -14,8 +14,7 @@ from typing import Any
 from fhir.resources.R4B.claim import Claim
 from pydantic import ValidationError
 
-from mediator.fhir.outcome import FhirError, Issue
-from mediator.transactions.claims._fhir import (
+from mediator.fhir.elements import (
     CLAIM_CODE_TYPES,
     ITEM_KINDS,
     KIND_OF_TYPE,
@@ -32,6 +31,7 @@ from mediator.transactions.claims._fhir import (
     split_reference,
     text,
 )
+from mediator.fhir.outcome import FhirError, Issue
 
 VISIT_TYPES = frozenset({"E", "R", "O"})
 SUPPORTING_INFO_CATEGORIES = frozenset({"guarantee", "explanation", "attachment"})

@@ -1,6 +1,6 @@
-"""Small dict helpers and openIMIS terminology shared by the claim modules.
+"""Defensive readers of FHIR JSON dicts, and the openIMIS terminology the transactions share.
 
-The claim path works on parsed JSON dicts (validating with pydantic once, on the way in), so
+The transactions work on parsed JSON dicts (validating with pydantic once, on the way in), so
 these helpers read nested values defensively: a malformed claim must produce an Issue, never a
 TypeError.
 """
