@@ -27,6 +27,10 @@ def main(argv: list[str] | None = None) -> int:
     show.add_argument("key")
     retry = queue_commands.add_parser("retry", help="make a held claim due now (by claim code or id)")
     retry.add_argument("key")
+    cache = commands.add_parser("cache", help="the services/items cache")
+    cache_commands = cache.add_subparsers(dest="cache_command", required=True)
+    cache_commands.add_parser("status", help="when the copy was refreshed and what it holds")
+    cache_commands.add_parser("refresh", help="have the agent reload the copy from openIMIS now")
     args = parser.parse_args(argv)
 
     try:
@@ -44,6 +48,11 @@ def main(argv: list[str] | None = None) -> int:
         from mediator.queue_cli import run_queue_command
 
         return run_queue_command(settings, args.queue_command, getattr(args, "key", None))
+
+    if args.command == "cache":
+        from mediator.queue_cli import run_cache_command
+
+        return run_cache_command(settings, args.cache_command)
 
     if args.command == "agent":
         from mediator.agent import run_agent

@@ -28,6 +28,7 @@ from mediator.openhim.orchestrations import iso_now
 from mediator.openhim.registration import heartbeat, install_channels, register, registration_document
 from mediator.runtime import MediatorRuntime
 from mediator.settings import Settings, SettingsError
+from mediator.transactions.catalogue import CatalogueRefresher
 
 log = logging.getLogger("mediator.agent")
 
@@ -137,9 +138,12 @@ def run_agent(settings: Settings) -> int:
     state = SharedState(settings.mediator_state_dir)
     state.remove(CONSOLE_CONFIG_FILE)  # a new instance starts from its own settings
     api = OpenHimApi(settings) if settings.registers_with_openhim else None
-    forwarder = Forwarder(MediatorRuntime(settings), api)
+    runtime = MediatorRuntime(settings)
+    forwarder = Forwarder(runtime, api)
     forwarding = threading.Thread(target=forwarder.run, args=(stop,), name="forwarder", daemon=True)
     forwarding.start()
+    refresher = CatalogueRefresher(lambda: runtime.settings, lambda: runtime.openimis, state)
+    threading.Thread(target=refresher.run, args=(stop,), name="catalogue", daemon=True).start()
     if api is not None:
         OpenHimAgent(settings, state, api).run(stop)
     else:

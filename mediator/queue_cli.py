@@ -1,4 +1,5 @@
-"""`python -m mediator queue list|show|retry`: the operator's view of the durable claim queue."""
+"""Operator commands: `queue list|show|retry` (the durable claim queue) and `cache status|refresh`
+(the services/items copy)."""
 
 from __future__ import annotations
 
@@ -7,8 +8,10 @@ import sys
 import time
 from datetime import UTC, datetime
 
+from mediator.openhim.live_config import SharedState
 from mediator.settings import Settings
 from mediator.store import ClaimRecord, ClaimState, SqliteClaimStore
+from mediator.transactions.catalogue import CATALOGUE_FILE, RESOURCE_TYPES, request_refresh
 
 _OPEN_STATES = (ClaimState.QUEUED, ClaimState.SENDING, ClaimState.AWAITING_ADJUDICATION)
 
@@ -79,3 +82,22 @@ def _when(ts: float) -> str:
 
 def _age(seconds: float | None) -> str:
     return "-" if seconds is None else f"{seconds:.0f} s"
+
+
+def run_cache_command(settings: Settings, command: str) -> int:
+    state = SharedState(settings.mediator_state_dir)
+    if command == "refresh":
+        request_refresh(state)
+        print("full reload requested; the agent does it within a second (the current copy serves until then)")
+        return 0
+    document = state.read(CATALOGUE_FILE)
+    if not settings.master_data_cache_enabled:
+        print("the services/items cache is off (MASTER_DATA_CACHE_ENABLED=false)")
+    if not document:
+        print("no copy yet: queries go to openIMIS")
+        return 0
+    counts = ", ".join(f"{t}: {len(document['resources'].get(t, []))}" for t in RESOURCE_TYPES)
+    print(
+        f"refreshed {_when(document['refreshed_at'])} (full {_when(document['full_refreshed_at'])}); {counts}"
+    )
+    return 0

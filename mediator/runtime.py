@@ -23,6 +23,7 @@ from mediator.openimis.client import OpenImisClient
 from mediator.openimis.errors import OpenImisError
 from mediator.settings import Settings, SettingsError
 from mediator.store import ClaimStore, SqliteClaimStore
+from mediator.transactions.catalogue import Catalogue, CatalogueView
 from mediator.transactions.claims.submission import ClaimSubmission
 
 log = logging.getLogger("mediator.runtime")
@@ -62,6 +63,7 @@ class MediatorRuntime:
         self._ready_cache: tuple[float, dict[str, Any]] | None = None
         self.store: ClaimStore = SqliteClaimStore(settings.claim_store_file)
         self.claims = ClaimSubmission(self.store, lambda: self._openimis, lambda: self._settings)
+        self._catalogue = CatalogueView(self._shared)
         self.config_error: str | None = None
         if not settings.openimis_verify_tls:
             log.warning("TLS verification towards openIMIS is OFF (OPENIMIS_VERIFY_TLS=false)")
@@ -104,6 +106,10 @@ class MediatorRuntime:
         except (SettingsError, KeyError, TypeError) as exc:
             self.config_error = str(exc)
             log.warning("console configuration not applied", extra={"reason": str(exc)})
+
+    def catalogue(self) -> Catalogue | None:
+        """The services/items copy to answer from, or None to ask openIMIS."""
+        return self._catalogue.current(self._settings.master_data_cache_enabled)
 
     def queue_status(self) -> dict[str, Any]:
         stats = self.store.stats(time.time())

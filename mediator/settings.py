@@ -88,6 +88,10 @@ class Settings:
     forward_poll_interval: float
     adjudication_poll_interval: float = field(metadata=console("adjudicationPollInterval"))
 
+    master_data_cache_enabled: bool = field(metadata=console("masterDataCacheEnabled"))
+    master_data_refresh_interval: float = field(metadata=console("masterDataRefreshInterval"))
+    master_data_full_refresh_interval: float = field(metadata=console("masterDataFullRefreshInterval"))
+
     # -- derived values -------------------------------------------------------------------
 
     @property
@@ -252,6 +256,8 @@ def _check(s: Settings) -> None:
         "forward_backoff_max",
         "forward_poll_interval",
         "adjudication_poll_interval",
+        "master_data_refresh_interval",
+        "master_data_full_refresh_interval",
     ):
         if getattr(s, positive) <= 0:
             fail(positive, f"{getattr(s, positive)} must be greater than zero")

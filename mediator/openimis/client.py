@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import requests
@@ -27,6 +28,7 @@ from mediator.openimis.errors import (
     OpenImisTimeout,
     OpenImisUnreachable,
 )
+from mediator.openimis.login_guard import LoginGuard
 from mediator.settings import Settings
 
 log = logging.getLogger("mediator.openimis")
@@ -80,7 +82,10 @@ class OpenImisClient:
         self._username = settings.openimis_username
         self._password = settings.openimis_password
         self._timeout = (settings.openimis_connect_timeout, settings.openimis_read_timeout)
-        self._login_retry_after = settings.openimis_login_retry_after
+        self._login_guard = LoginGuard(
+            Path(settings.mediator_state_dir) / "openimis-login-guard.json",
+            settings.openimis_login_retry_after,
+        )
         self._clock = clock
         self._session = session or requests.Session()
         adapter = HTTPAdapter(pool_connections=2, pool_maxsize=settings.openimis_pool_size)
@@ -91,7 +96,6 @@ class OpenImisClient:
         self._lock = threading.Lock()
         self._token: str | None = None
         self._token_renew_at = 0.0
-        self._login_suspended_until = 0.0
 
     def close(self) -> None:
         self._session.close()
@@ -149,12 +153,13 @@ class OpenImisClient:
             now = self._clock()
             if self._token is not None and now < self._token_renew_at:
                 return self._token
-            if now < self._login_suspended_until:
-                raise OpenImisLoginRefused(
-                    "openIMIS login suspended after a failure; next attempt in "
-                    f"{self._login_suspended_until - now:.0f} s"
-                )
-            return self._login(recorder)
+            with self._login_guard.attempt():
+                wait = self._login_guard.suspended_for(now)
+                if wait > 0:
+                    raise OpenImisLoginRefused(
+                        f"openIMIS login suspended after a failure; next attempt in {wait:.0f} s"
+                    )
+                return self._login(recorder)
 
     def _login(self, recorder: OrchestrationRecorder) -> str:
         credentials = {"username": self._username, "password": self._password.reveal()}
@@ -163,10 +168,9 @@ class OpenImisClient:
         if response.status == 429:
             raise OpenImisRateLimited("openIMIS answered 429 to the login", _retry_after(response.headers))
         if response.status != 200:
-            self._login_suspended_until = self._clock() + self._login_retry_after
+            delay = self._login_guard.failed(self._clock())
             log.error(
-                "openIMIS login failed",
-                extra={"upstream_status": response.status, "retry_in_s": self._login_retry_after},
+                "openIMIS login failed", extra={"upstream_status": response.status, "retry_in_s": delay}
             )
             if response.status >= 500:
                 raise OpenImisBroken(f"openIMIS login answered {response.status}")
@@ -176,8 +180,9 @@ class OpenImisClient:
             token = str(answer["token"])
             exp = float(answer.get("exp") or 0)
         except (ValueError, KeyError, TypeError):
-            self._login_suspended_until = self._clock() + self._login_retry_after
+            self._login_guard.failed(self._clock())
             raise OpenImisBroken("openIMIS login answered without a token") from None
+        self._login_guard.succeeded()
         now = self._clock()
         lifetime = exp - now if exp else 3600.0
         self._token = token

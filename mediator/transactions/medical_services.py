@@ -19,10 +19,13 @@ from mediator.openimis.client import OpenImisClient
 from mediator.openimis.errors import OpenImisBroken
 from mediator.openimis.quirks import rewrite_bundle, searchset
 from mediator.openimis.reads import find_by_identifier, read_resource
+from mediator.transactions.catalogue import Catalogue
 
 SEARCH_PARAMS = ("identifier", "_lastUpdated", "_count", "page-offset")
 #: A facility may ask for big pages, but one request must not pull the whole catalogue at once.
 MAX_PAGE_SIZE = 500
+#: openIMIS's page size when a search gives no `_count`.
+DEFAULT_PAGE_SIZE = 10
 _ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
 _LAST_UPDATED = re.compile(r"^(eq|ne|gt|lt|ge|le|sa|eb|ap)?\d{4}-\d{2}-\d{2}(T\d{2}:\d{2}(:\d{2})?)?$")
 
@@ -86,9 +89,17 @@ def search(
     params: Sequence[tuple[str, str]],
     recorder: OrchestrationRecorder,
     public_base: str,
+    catalogue: Catalogue | None = None,
 ) -> dict[str, Any]:
+    """Search a catalogue: from the cached copy when there is one, else from openIMIS.
+
+    `_lastUpdated` searches always go to openIMIS: the copy does not know when openIMIS
+    changed each resource.
+    """
     request = parse_search(params)
     self_link = f"{public_base}/{kind}" + (f"?{request.self_query}" if request.self_query else "")
+    if catalogue is not None and "_lastUpdated" not in request.upstream_params:
+        return _search_cached(catalogue, kind, request, public_base, self_link)
     if request.identifier is not None:
         found = _find_by_identifier(client, kind, request.identifier, recorder)
         return searchset([found] if found else [], public_base, self_link)
@@ -102,15 +113,42 @@ def search(
 
 
 def read(
-    client: OpenImisClient, kind: MasterData, ident: str, recorder: OrchestrationRecorder
+    client: OpenImisClient,
+    kind: MasterData,
+    ident: str,
+    recorder: OrchestrationRecorder,
+    catalogue: Catalogue | None = None,
 ) -> dict[str, Any]:
     """Read by openIMIS UUID or by code (openIMIS tries both, in that order)."""
     if not _ID.match(ident):
         raise FhirError.of(400, "invalid", f"{ident!r} is not a valid FHIR id or code", ["id"])
-    resource = read_resource(client, kind, ident, recorder, f"openIMIS {kind.label} read")
+    if catalogue is not None:
+        resource = catalogue.find(kind, ident)
+    else:
+        resource = read_resource(client, kind, ident, recorder, f"openIMIS {kind.label} read")
     if resource is None:
         raise FhirError.of(404, "not-found", f"{kind}/{ident} is not known to openIMIS", outcome="not-found")
     return resource
+
+
+def _search_cached(
+    catalogue: Catalogue, kind: MasterData, request: SearchRequest, public_base: str, self_link: str
+) -> dict[str, Any]:
+    if request.identifier is not None:
+        found = catalogue.find(kind, request.identifier)
+        bundle = searchset([found] if found else [], public_base, self_link)
+    else:
+        count = int(request.upstream_params.get("_count", DEFAULT_PAGE_SIZE))
+        page = int(request.upstream_params.get("page-offset", 1))
+        resources, total = catalogue.page(kind, count, page)
+        bundle = searchset(resources, public_base, self_link)
+        bundle["total"] = total
+        for relation, target in (("next", page + 1), ("previous", page - 1)):
+            if count and target >= 1 and (target - 1) * count < total and target != page:
+                query = urlencode({"_count": count, "page-offset": target})
+                bundle["link"].append({"relation": relation, "url": f"{public_base}/{kind}?{query}"})
+    bundle["meta"]["lastUpdated"] = catalogue.last_updated
+    return bundle
 
 
 def _find_by_identifier(

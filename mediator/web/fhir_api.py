@@ -8,6 +8,7 @@ from mediator import __version__
 from mediator.fhir.capability import capability_statement
 from mediator.runtime import MediatorRuntime
 from mediator.transactions import medical_services
+from mediator.transactions.catalogue import Catalogue
 from mediator.transactions.medical_services import MasterData
 from mediator.web.transaction import current, fhir_answer
 
@@ -27,14 +28,13 @@ def metadata() -> Response:
 def search_master_data(resource_type: str) -> Response:
     rt, ctx = runtime(), current()
     kind = MasterData(resource_type)
+    catalogue = rt.catalogue()
+    params = list(request.args.items(multi=True))
     bundle = medical_services.search(
-        rt.openimis,
-        kind,
-        list(request.args.items(multi=True)),
-        ctx.recorder,
-        rt.settings.public_base_url,
+        rt.openimis, kind, params, ctx.recorder, rt.settings.public_base_url, catalogue
     )
     ctx.properties.update({"transaction": f"{kind.label} search", "total": bundle.get("total")})
+    _note_source(ctx.properties, catalogue, answered_from_cache=not ctx.recorder.calls)
     return fhir_answer(bundle)
 
 
@@ -42,6 +42,16 @@ def search_master_data(resource_type: str) -> Response:
 def read_master_data(resource_type: str, ident: str) -> Response:
     rt, ctx = runtime(), current()
     kind = MasterData(resource_type)
-    resource = medical_services.read(rt.openimis, kind, ident, ctx.recorder)
+    catalogue = rt.catalogue()
+    resource = medical_services.read(rt.openimis, kind, ident, ctx.recorder, catalogue)
     ctx.properties.update({"transaction": f"{kind.label} read", "id": ident})
+    _note_source(ctx.properties, catalogue, answered_from_cache=not ctx.recorder.calls)
     return fhir_answer(resource)
+
+
+def _note_source(properties: dict, catalogue: Catalogue | None, answered_from_cache: bool) -> None:
+    """Auditors must see that an answer came from the mediator's copy, and how fresh it was."""
+    if catalogue is not None and answered_from_cache:
+        properties.update({"master_data_source": "cache", "cache_refreshed_at": catalogue.last_updated})
+    else:
+        properties["master_data_source"] = "openIMIS"

@@ -32,6 +32,8 @@ def mediator(sandbox, tmp_path_factory):
         "OPENIMIS_READ_TIMEOUT": "2",
         "MEDIATOR_STATE_DIR": str(tmp_path_factory.mktemp("state")),
         "MEDIATOR_MAX_BODY_BYTES": "200000",
+        # These tests follow every query to openIMIS; the cache has its own tests.
+        "MASTER_DATA_CACHE_ENABLED": "false",
     }
     with running_mediator(env) as service:
         yield service

@@ -56,6 +56,8 @@ def registered(openhim_core, sandbox):
         "OPENHIM_HEARTBEAT_INTERVAL": "1",
         "MEDIATOR_ROUTE_HOST": "127.0.0.1",
         "FORWARD_BACKOFF_INITIAL": "1",
+        # Every query goes to openIMIS, so that its orchestrations reach the transaction log.
+        "MASTER_DATA_CACHE_ENABLED": "false",
     }
     with running_mediator(env) as mediator:
         wait_until(lambda: mediator_record(openhim_core))

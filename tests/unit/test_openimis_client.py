@@ -88,16 +88,28 @@ def test_refreshes_once_on_401_then_gives_up(client, clock):
 
 
 @responses.activate
-def test_failed_login_is_not_retried_until_the_guard_expires(client, clock):
+def test_failed_login_is_not_retried_until_the_guard_expires(client, clock, settings):
     login = responses.post(BASE + "login/", status=401, json="INCORRECT_CREDENTIALS")
     for _ in range(5):
         with pytest.raises(OpenImisLoginRefused):
             client.get("Medication/", OrchestrationRecorder(), "list")
     assert login.call_count == 1, "a failed login must not be hammered (openIMIS locks after 5)"
+    other_process = OpenImisClient(settings, clock=clock)  # same state dir: same instance
+    with pytest.raises(OpenImisLoginRefused):
+        other_process.get("Medication/", OrchestrationRecorder(), "list")
+    assert login.call_count == 1, "the failure is remembered by every process of the instance"
     clock.now += 61
     with pytest.raises(OpenImisLoginRefused):
         client.get("Medication/", OrchestrationRecorder(), "list")
     assert login.call_count == 2
+    clock.now += 61  # the second failure doubled the wait
+    with pytest.raises(OpenImisLoginRefused):
+        client.get("Medication/", OrchestrationRecorder(), "list")
+    assert login.call_count == 2
+    clock.now += 60
+    responses.replace(responses.POST, BASE + "login/", json={"token": JWT_1, "exp": clock.now + 86400})
+    responses.get(BASE + "Medication/", json={})
+    assert client.get("Medication/", OrchestrationRecorder(), "list").ok
 
 
 @responses.activate
