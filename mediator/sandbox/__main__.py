@@ -20,6 +20,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--claim-adjudication", choices=["immediate", "deferred"])
     parser.add_argument("--rate-limit", type=int, help="requests per minute per client IP")
     parser.add_argument("--link-style", choices=["quote_plus", "plain"])
+    parser.add_argument(
+        "--state-path", metavar="PATH", help="SQLite file for durable state (survives a kill)"
+    )
     parser.add_argument("--access-log", action="store_true", help="log every request (werkzeug)")
     args = parser.parse_args(argv)
     if not args.access_log:
@@ -33,6 +36,8 @@ def main(argv: list[str] | None = None) -> None:
         cfg.request_budget_per_minute = args.rate_limit or None
     if args.link_style:
         cfg.link_style = args.link_style
+    if args.state_path:
+        cfg.state_path = args.state_path
     app = create_sandbox_app(cfg)
     app.run(host=args.host, port=args.port, threaded=True, use_reloader=False)
 

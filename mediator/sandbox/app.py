@@ -19,6 +19,7 @@ from flask import Flask, Response, request
 
 from . import auth, resources, rules
 from .config import SandboxConfig
+from .durable import DuplicateClaim
 from .store import (
     QUEUED_PREFIX,
     STATUS_BY_NAME,
@@ -141,7 +142,7 @@ class Sandbox:
 
     def __init__(self, config: SandboxConfig) -> None:
         self.config = config
-        self.store = Store()
+        self.store = Store(state_path=config.state_path)
         self.faults = Faults.from_config(config)
 
     # ------------------------------------------------------------ pipeline
@@ -170,13 +171,20 @@ class Sandbox:
             self._authenticate()
             if method == "POST" and segs == ["Claim"]:
                 self._count_claim_attempt()
-            failed = self._injected_failure(before_commit=True)
-            if failed is not None:
-                return failed
-            self._check_content_type()
-            return self._dispatch(method, segs)
+                try:
+                    return self._authenticated(method, segs)
+                finally:  # durable mode: the count is committed before the answer leaves
+                    self.store.flush_attempts()
+            return self._authenticated(method, segs)
         except ApiError as err:
             return _outcome(err)
+
+    def _authenticated(self, method: str, segs: list[str]) -> Response:
+        failed = self._injected_failure(before_commit=True)
+        if failed is not None:
+            return failed
+        self._check_content_type()
+        return self._dispatch(method, segs)
 
     def _rate_limit(self) -> Response | None:
         limit = self.faults.rate_limit
@@ -494,8 +502,7 @@ class Sandbox:
             code = self._claim_code(body) if isinstance(body, dict) else None
         except ValueError:
             code = None
-        with self.store.lock:
-            self.store.claim_attempts[code or "<no code>"] += 1
+        self.store.count_attempt(code or "<no code>")
 
     def _claim_code(self, body: Json) -> str | None:
         for ident in body.get("identifier") or []:
@@ -523,8 +530,10 @@ class Sandbox:
             queued = self.faults.claim_adjudication == "deferred" or claim.code.startswith(QUEUED_PREFIX)
             if not queued:
                 rules.run_rules(st, claim)
-            st.add_claim(claim)
-            st.claim_accepted[claim.code] += 1
+            try:
+                st.add_claim(claim)  # durable mode: committed (fsync) here, before the answer
+            except DuplicateClaim as exc:  # the UNIQUE constraint of the state file
+                raise ApiError(f"Claim with code '{claim.code}' already exists.") from exc
             answer = resources.claim_response(st, claim, self.config.currency)
         failed = self._injected_failure(before_commit=False)
         if failed is not None:
@@ -689,6 +698,7 @@ class Sandbox:
                 st, claim, status, data.get("reasons") or {}, bool(data.get("apply_rules", True))
             )
             claim.updated = datetime.now().replace(microsecond=0)
+            st.save_claim(claim)
             return _json(
                 {
                     "claim": self._claim_summary(claim),

@@ -40,7 +40,11 @@ class SandboxConfig:
     # (what the reference describes for 1.10), "plain" = ordinary URL.
     link_style: LinkStyle = "quote_plus"
     currency: str = "$"
+    # Fixed, so tokens issued before a restart stay valid (also with a state_path).
     jwt_secret: str = field(default="openimis-sandbox-not-a-secret", repr=False)
+    # SQLite file for durable state (claims, submission counters, adjudication), which then
+    # survives a SIGKILL; None = in memory only (the default).
+    state_path: str | None = None
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> SandboxConfig:
@@ -63,4 +67,6 @@ class SandboxConfig:
             cfg.link_style = v  # type: ignore[assignment]
         if v := env.get("SANDBOX_BASE_PATH"):
             cfg.base_path = v if v.endswith("/") else v + "/"
+        if v := env.get("SANDBOX_STATE_PATH"):
+            cfg.state_path = v
         return cfg

@@ -4,7 +4,8 @@ The seed is small but shaped like the openIMIS demo database: a few health facil
 with price lists, claim administrators, medical services and items, ICD codes, and
 insurees chosen so that tests can pick a claim that comes out positive, negative or
 queued (see the package docstring for the table). All state sits behind one lock so
-the threaded werkzeug server and gunicorn threads are safe.
+the threaded werkzeug server and gunicorn threads are safe. With a state path, claims
+and submission counters are written through to SQLite (durable.py).
 """
 
 from __future__ import annotations
@@ -14,6 +15,10 @@ import uuid
 from collections import Counter, deque
 from dataclasses import dataclass, field
 from datetime import date, datetime
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .durable import StateDB
 
 # openIMIS claim statuses
 STATUS_REJECTED = 1
@@ -468,18 +473,50 @@ def _people(today: date) -> tuple[list[Insuree], list[Policy]]:
 
 
 class Store:
-    """All sandbox data; every access goes through `lock`."""
+    """All sandbox data; every access goes through `lock`.
 
-    def __init__(self, today: date | None = None) -> None:
+    With a `state_path`, claims and submission counters are also written through to a
+    SQLite file (see durable.py) and reloaded from it at start; the in-memory dicts stay
+    the read path, so reads cost the same in both modes.
+    """
+
+    def __init__(self, today: date | None = None, state_path: str | None = None) -> None:
         self.lock = threading.RLock()
         self._today = today
-        self.reset()
+        self.db: StateDB | None = None
+        # Submission counts not yet committed (durable mode): flushed with the next claim
+        # insert, or on their own at the end of the request (Store.flush_attempts).
+        self._pending_attempts: Counter[str] = Counter()
+        self._seed()
+        if state_path:
+            from .durable import StateDB
+
+            self.db = StateDB(state_path)
+            claims, attempts = self.db.load()
+            for claim in claims:
+                self.claims[claim.uuid.lower()] = claim
+                self.claim_accepted[claim.code] += 1
+            self.claim_attempts.update(attempts)
 
     def today(self) -> date:
         return self._today or date.today()
 
+    def close(self) -> None:
+        """Close the state file (durable mode); the store must not be used afterwards."""
+        with self.lock:
+            if self.db is not None:
+                self.db.close()
+
     def reset(self) -> None:
-        """Back to the seed: catalogue, people, no claims, counters and lockouts cleared."""
+        """Back to the seed: catalogue, people, no claims, counters and lockouts cleared
+        (the state file too, in durable mode)."""
+        with self.lock:
+            if self.db is not None:
+                self.db.clear()
+            self._pending_attempts.clear()
+            self._seed()
+
+    def _seed(self) -> None:
         with self.lock:
             self.services = _services()
             self.items = _items()
@@ -564,4 +601,29 @@ class Store:
         )
 
     def add_claim(self, claim: StoredClaim) -> None:
+        """Store a new claim; durable mode commits it first (raises DuplicateClaim if the
+        facility already has the code). Call with `lock` held."""
+        if self.db is not None:
+            self.db.insert_claim(claim, self._pending_attempts)
+            self._pending_attempts.clear()
         self.claims[claim.uuid.lower()] = claim
+        self.claim_accepted[claim.code] += 1
+
+    def save_claim(self, claim: StoredClaim) -> None:
+        """Commit a change of a stored claim (status, adjudication); no-op in memory mode."""
+        if self.db is not None:
+            self.db.update_claim(claim)
+
+    def count_attempt(self, code: str) -> None:
+        """One more POST Claim/ for `code` (durable: committed by the end of the request)."""
+        with self.lock:
+            self.claim_attempts[code] += 1
+            if self.db is not None:
+                self._pending_attempts[code] += 1
+
+    def flush_attempts(self) -> None:
+        """Commit submission counts that no claim insert has carried yet (durable mode)."""
+        with self.lock:
+            if self.db is not None and self._pending_attempts:
+                self.db.add_attempts(self._pending_attempts)
+                self._pending_attempts.clear()
