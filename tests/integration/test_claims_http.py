@@ -17,6 +17,7 @@ import pytest
 import requests
 
 from tests.sandbox.helpers import load_fixture, make_claim
+from tests.support.services import running_mediator
 
 FHIR = {"Content-Type": "application/fhir+json", "Accept": "application/fhir+json"}
 CLAIM_STATUS = "https://openimis.github.io/openimis_fhir_r4_ig/CodeSystem/claim-status"
@@ -374,3 +375,46 @@ def test_envelope_status_and_properties(mediator, clean_sandbox):
     assert queued["response"]["headers"]["Location"].startswith(mediator.url)
     for envelope in (positive, negative, queued):
         assert "Bearer" not in json.dumps(envelope) and "admin123" not in json.dumps(envelope)
+
+
+def test_openimis_slower_than_the_timeout_is_reconciled_not_doubled(mediator, clean_sandbox):
+    # The mediator gives up after 2 s, but openIMIS still stores the claim: in doubt. The
+    # forwarder must find it by its code rather than send it again.
+    fault(clean_sandbox, delay_s=3.0)
+    claim = make_claim(code())
+    claim_code = claim["identifier"][0]["value"]
+    answer = submit(mediator, claim)
+    assert answer.status_code == 202
+    fault(clean_sandbox, delay_s=0)
+    final = wait_until(
+        lambda: (r := follow(mediator, answer.headers["Location"]).json())["outcome"] != "queued" and r
+    )
+    assert tag(final) == "positive"
+    assert len([c for c in upstream(clean_sandbox)["claims"] if c.get("code") == claim_code]) == 1
+
+
+def test_broken_openimis_500_holds_the_claim(mediator, clean_sandbox):
+    fault(clean_sandbox, fail_next=2, fail_status=500)  # "Internal server error" OperationOutcome
+    answer = submit(mediator, make_claim(code()))
+    assert answer.status_code == 202, answer.text
+    wait_until(lambda: follow(mediator, answer.headers["Location"]).json()["outcome"] != "queued")
+
+
+def test_refused_login_holds_claims_until_openimis_lets_the_mediator_in(clean_sandbox):
+    fault(clean_sandbox, login_fails=True)
+    env = {
+        "OPENIMIS_URL": clean_sandbox.url,
+        "OPENIMIS_LOGIN_RETRY_AFTER": "1",
+        "FORWARD_BACKOFF_INITIAL": "0.5",
+    }
+    with running_mediator(env) as fresh:
+        claim = make_claim(code())
+        answer = submit(fresh, claim)
+        assert answer.status_code == 202
+        assert "login" in answer.json()["disposition"]
+        fault(clean_sandbox, login_fails=False)
+        location = answer.headers["Location"].replace(
+            f"http://localhost:{fresh.env['MEDIATOR_PORT']}", fresh.url
+        )
+        wait_until(lambda: requests.get(location, timeout=10).json()["outcome"] != "queued")
+    assert submissions(clean_sandbox, claim["identifier"][0]["value"]) == 1

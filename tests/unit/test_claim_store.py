@@ -1,0 +1,101 @@
+"""The durable claim store: one record per (claim code, facility), leases, retention."""
+
+import threading
+
+import pytest
+
+from mediator.store import ClaimRecord, ClaimState, SqliteClaimStore
+
+
+@pytest.fixture
+def store(tmp_path):
+    return SqliteClaimStore(tmp_path / "claims.sqlite3")
+
+
+def record(code="C1", facility="HF1", content="h1", state=ClaimState.SENDING, **fields):
+    return ClaimRecord(
+        id=f"id-{code}-{facility}-{content}",
+        claim_code=code,
+        facility=facility,
+        content_hash=content,
+        state=state,
+        payload={"claim": {"resourceType": "Claim"}},
+        created_at=100.0,
+        updated_at=100.0,
+        **fields,
+    )
+
+
+def test_intake_keeps_the_first_record_of_a_key(store):
+    first, is_new = store.intake(record())
+    assert is_new
+    again, is_new = store.intake(record(content="h2"))
+    assert not is_new and again.id == first.id and again.content_hash == "h1"
+    assert store.intake(record(facility="HF2"))[1], "claim codes are unique per facility only"
+
+
+def test_an_invalid_claim_may_be_corrected_under_the_same_code(store):
+    first, _ = store.intake(record())
+    store.finish(first.id, None, state=ClaimState.INVALID)
+    _, is_new = store.intake(record())
+    assert not is_new, "the same content gets the recorded refusal"
+    corrected, is_new = store.intake(record(content="fixed"))
+    assert is_new and corrected.content_hash == "fixed"
+
+
+def test_concurrent_intake_of_one_key_admits_one(tmp_path):
+    path = tmp_path / "claims.sqlite3"
+    SqliteClaimStore(path)
+    results = []
+
+    def intake(i):
+        results.append(
+            SqliteClaimStore(path).intake(record(content="same") if i else record(content="same"))[1]
+        )
+
+    threads = [threading.Thread(target=intake, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results.count(True) == 1
+
+
+def test_leases_give_stale_and_due_records_to_one_owner(store):
+    live = record("LIVE", lease_until=1000.0, lease_owner="worker-a")
+    stale = record("STALE", lease_until=50.0, lease_owner="worker-dead")
+    queued_due = record("DUE", state=ClaimState.QUEUED, next_attempt_at=90.0)
+    queued_later = record("LATER", state=ClaimState.QUEUED, next_attempt_at=500.0)
+    done = record("DONE", state=ClaimState.DONE)
+    for r in (live, stale, queued_due, queued_later, done):
+        store.intake(r)
+    taken = {r.claim_code for r in store.lease_due(now=100.0, lease_s=30, owner="forwarder", limit=10)}
+    assert taken == {"STALE", "DUE"}
+    assert store.lease_due(now=101.0, lease_s=30, owner="other", limit=10) == [], (
+        "leased records are not taken twice"
+    )
+    assert not store.finish(stale.id, "worker-dead", state=ClaimState.DONE), (
+        "a lost lease cannot record an answer"
+    )
+    assert store.finish(stale.id, "forwarder", state=ClaimState.DONE)
+
+
+def test_stats_and_retention(store):
+    store.intake(record("Q1", state=ClaimState.QUEUED, last_error="openIMIS answered 503"))
+    store.intake(record("D1", state=ClaimState.DONE))
+    unsynced = record("D2", state=ClaimState.DONE, openhim_synced=False)
+    store.intake(unsynced)
+    stats = store.stats(now=160.0)
+    assert (stats.depth, stats.finished, stats.oldest_queued_age_s) == (1, 2, 60.0)
+    assert stats.last_error == "openIMIS answered 503"
+    assert store.purge_finished(before=200.0) == 1, "a result not yet reported to OpenHIM is kept"
+    assert store.get(unsynced.id) is not None
+
+
+def test_records_survive_reopening(tmp_path):
+    path = tmp_path / "claims.sqlite3"
+    SqliteClaimStore(path).intake(record(openimis_id="up-1"))
+    reopened = SqliteClaimStore(path)
+    assert reopened.get("up-1").claim_code == "C1"
+    assert reopened.by_claim_code("C1")[0].payload == {"claim": {"resourceType": "Claim"}}
+    assert oct(path.stat().st_mode & 0o777) == "0o600"
