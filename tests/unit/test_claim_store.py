@@ -48,12 +48,10 @@ def test_concurrent_intake_of_one_key_admits_one(tmp_path):
     SqliteClaimStore(path)
     results = []
 
-    def intake(i):
-        results.append(
-            SqliteClaimStore(path).intake(record(content="same") if i else record(content="same"))[1]
-        )
+    def intake():
+        results.append(SqliteClaimStore(path).intake(record(content="same"))[1])
 
-    threads = [threading.Thread(target=intake, args=(i,)) for i in range(8)]
+    threads = [threading.Thread(target=intake) for _ in range(8)]
     for t in threads:
         t.start()
     for t in threads:
