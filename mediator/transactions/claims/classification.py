@@ -173,6 +173,10 @@ def classify(claim_response: dict[str, Any], request_items: Sequence[ItemRef] = 
                     },
                 }
             )
+    # In the request's order: openIMIS lists items first, then services.
+    reasons.sort(key=lambda r: _in_order(r.item_sequence))
+    out_items.sort(key=lambda i: _in_order(i.get("itemSequence")))
+    errors.sort(key=lambda e: _in_order(e.get("itemSequence")))
     if outcome is ClaimOutcome.NEGATIVE and not errors:
         errors.append({"code": {"text": "Claim rejected by openIMIS (no line reason given)"}})
 
@@ -233,6 +237,10 @@ class _Line:
     submitted: float | None
     approved: float | None
     currency: str | None
+
+
+def _in_order(sequence: int | None) -> tuple[bool, int]:
+    return sequence is None, sequence or 0
 
 
 def _status_code(adjudication: dict[str, Any]) -> int | None:

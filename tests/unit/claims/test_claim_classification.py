@@ -70,6 +70,10 @@ def line(seq: int, rtype: str, uuid: str, code: str, *adjudications: dict[str, A
     }
 
 
+def codes_by_sequence(claim_response: dict[str, Any]) -> dict[int, str]:
+    return {i["itemSequence"]: i["extension"][0]["valueReference"]["display"] for i in claim_response["item"]}
+
+
 def total(status: int, value: float) -> dict[str, Any]:
     return {
         "category": {"coding": [{"system": IG + "CodeSystem/claim-status", "code": str(status)}]},
@@ -185,8 +189,9 @@ def test_positive_with_one_line_not_in_price_list_matched_by_reference() -> None
     assert result.openimis_status == 4
     out = result.claim_response
     assert out["outcome"] == "partial"
-    # request sequences, not openIMIS's renumbered ones (items first, then services)
-    assert [i["itemSequence"] for i in out["item"]] == [1, 3, 2]
+    # request sequences, not openIMIS's renumbered ones (items first, then services), in request order
+    assert codes_by_sequence(out) == {1: "0004", 2: "M7", 3: "0099"}
+    assert [i["itemSequence"] for i in out["item"]] == [1, 2, 3]
     assert out["error"] == [
         {
             "itemSequence": 3,
@@ -207,14 +212,14 @@ def test_positive_with_one_line_not_in_price_list_matched_by_reference() -> None
     )
     assert [categories(i) for i in out["item"]] == [
         {"submitted": 100.0, "eligible": 90.0},
-        {"submitted": 10.0},
         {"submitted": 800.0, "eligible": 800.0},
+        {"submitted": 10.0},
     ]
     assert (result.total_claimed, result.total_approved, result.currency) == (910.0, 890.0, "$")
     assert [(r.item_sequence, r.reason_code, r.accepted) for r in result.line_reasons] == [
         (1, 0, True),
-        (3, 2, False),
         (2, 0, True),
+        (3, 2, False),
     ]
     std_totals = {t["category"]["coding"][0]["code"]: t["amount"]["value"] for t in out["total"]}
     assert std_totals == {"2": 910.0, "4": 890.0, "submitted": 910.0, "eligible": 890.0}
@@ -238,12 +243,12 @@ def test_all_lines_rejected_is_negative_although_openimis_says_complete() -> Non
     assert out["outcome"] == "error"
     assert [(e["itemSequence"], e["code"]["coding"][0]["code"]) for e in out["error"]] == [
         (1, "7"),
-        (3, "7"),
         (2, "2"),
+        (3, "7"),
     ]
     assert (
         out["disposition"]
-        == "Claim rejected: line 1: FAMILY (7); line 3: FAMILY (7); line 2: NOT IN PRICE LIST (2)"
+        == "Claim rejected: line 1: FAMILY (7); line 2: NOT IN PRICE LIST (2); line 3: FAMILY (7)"
     )
     assert result.total_approved is None
     assert result.total_claimed == 910.0
@@ -321,7 +326,8 @@ def test_same_reference_on_several_lines_is_matched_in_request_order() -> None:
         ],
     )
     out = classify(raw, request).claim_response
-    assert [i["itemSequence"] for i in out["item"]] == [1, 3, 2]
+    assert [i["itemSequence"] for i in out["item"]] == [1, 2, 3]
+    assert [categories(i)["submitted"] for i in out["item"]] == [10.0, 800.0, 30.0]
     assert out["error"][0]["itemSequence"] == 3
     assert out["error"][0]["code"]["coding"][0]["display"] == "QTY OVER LIMIT"
 
@@ -340,7 +346,7 @@ def test_unmatched_lines_fall_back_to_order_within_their_kind() -> None:
         ],
     )
     out = classify(raw, request).claim_response
-    assert [i["itemSequence"] for i in out["item"]] == [2, 1]
+    assert codes_by_sequence(out) == {1: "M7", 2: "0004"}
 
 
 def test_without_the_request_sequences_are_kept() -> None:
