@@ -25,6 +25,32 @@ CLAIM_CODE_TYPES = ("Code", "MR")
 ITEM_KINDS = {"item": "Medication", "service": "ActivityDefinition"}
 KIND_OF_TYPE = {v: k for k, v in ITEM_KINDS.items()}
 
+#: openIMIS rejection reasons (api_fhir_r4/mapping/claimMapping.py, ClaimResponseMapping;
+#: CodeSystem claim-rejection-reasons). There is no code 18.
+REJECTION_REASONS: dict[int, str] = {
+    -2: "REJECTED BY AI EVALUATION",
+    -1: "REJECTED BY MEDICAL OFFICER",
+    0: "ACCEPTED",
+    1: "INVALID ITEM OR SERVICE",
+    2: "NOT IN PRICE LIST",
+    3: "NO PRODUCT FOUND",
+    4: "CATEGORY LIMITATION",
+    5: "FREQUENCY FAILURE",
+    6: "DUPLICATED",
+    7: "FAMILY",
+    8: "DIAGNOSIS NOT IN LIST",
+    9: "TARGET DATE",
+    10: "CARE TYPE",
+    11: "MAX HOSPITAL ADMISSIONS",
+    12: "MAX VISITS",
+    13: "MAX CONSULTATIONS",
+    14: "MAX SURGERIES",
+    15: "MAX DELIVERIES",
+    16: "QTY OVER LIMIT",
+    17: "WAITING PERIOD FAIL",
+    19: "MAX ANTENATAL",
+}
+
 _UUID = re.compile(r"^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$")
 
 

@@ -15,7 +15,8 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from .rules import REJECTION_REASONS
+from mediator.fhir.elements import REJECTION_REASONS
+
 from .store import (
     POLICY_ACTIVE,
     POLICY_EXPIRED,

@@ -34,30 +34,6 @@ REASON_FAMILY = 7
 REASON_TARGET_DATE = 9
 REASON_MEDICAL_OFFICER = -1
 
-REJECTION_REASONS: dict[int, str] = {
-    -2: "REJECTED BY AI EVALUATION",
-    -1: "REJECTED BY MEDICAL OFFICER",
-    0: "ACCEPTED",
-    1: "INVALID ITEM OR SERVICE",
-    2: "NOT IN PRICE LIST",
-    3: "NO PRODUCT FOUND",
-    4: "CATEGORY LIMITATION",
-    5: "FREQUENCY FAILURE",
-    6: "DUPLICATED",
-    7: "FAMILY",
-    8: "DIAGNOSIS NOT IN LIST",
-    9: "TARGET DATE",
-    10: "CARE TYPE",
-    11: "MAX HOSPITAL ADMISSIONS",
-    12: "MAX VISITS",
-    13: "MAX CONSULTATIONS",
-    14: "MAX SURGERIES",
-    15: "MAX DELIVERIES",
-    16: "QTY OVER LIMIT",
-    17: "WAITING PERIOD FAIL",
-    19: "MAX ANTENATAL",
-}
-
 
 def _reject_all(claim: StoredClaim, reason: int) -> None:
     for line in claim.lines:

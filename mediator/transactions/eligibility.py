@@ -38,6 +38,7 @@ from mediator.fhir.elements import (
     text,
 )
 from mediator.fhir.outcome import FhirError, Issue
+from mediator.fhir.parsing import parse_resource
 from mediator.openhim.orchestrations import OrchestrationRecorder
 from mediator.openimis.client import OpenImisClient
 from mediator.openimis.errors import OpenImisBroken
@@ -81,27 +82,9 @@ class EligibilityAnswer:
 # --- parsing and validation -----------------------------------------------------------------------
 
 
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not a JSON number")
-
-
 def parse_request(body: bytes) -> dict[str, Any]:
     """Decode the body; anything that is not a CoverageEligibilityRequest object is a 400."""
-    try:
-        resource = json.loads(body, parse_constant=_reject_constant)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise FhirError.of(400, "invalid", f"The request body is not readable JSON: {exc}") from None
-    if not isinstance(resource, dict):
-        raise FhirError.of(400, "invalid", f"The request body must be a FHIR {ROOT} (a JSON object)", [ROOT])
-    if resource.get("resourceType") != ROOT:
-        got = resource.get("resourceType")
-        raise FhirError.of(
-            400,
-            "invalid",
-            f"Expected resourceType {ROOT!r}, got {got!r}" if got is not None else "resourceType is missing",
-            ["resourceType"],
-        )
-    return resource
+    return parse_resource(body, ROOT)
 
 
 def validate_request(resource: dict[str, Any]) -> EligibilityQuery:

@@ -2,17 +2,12 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, current_app, request
+from flask import Blueprint, Response, request
 
-from mediator.runtime import MediatorRuntime
 from mediator.transactions.claims import responses
-from mediator.web.transaction import current, fhir_answer
+from mediator.web.transaction import current, fhir_answer, runtime
 
 claims = Blueprint("claims", __name__, url_prefix="/fhir")
-
-
-def runtime() -> MediatorRuntime:
-    return current_app.extensions["mediator"]
 
 
 @claims.post("/Claim")

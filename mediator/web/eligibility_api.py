@@ -3,19 +3,14 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, current_app, request
+from flask import Blueprint, Response, request
 
 from mediator.openhim.envelope import TransactionStatus
-from mediator.runtime import MediatorRuntime
 from mediator.transactions import eligibility as eligibility_tx
 from mediator.transactions import insurees
-from mediator.web.transaction import current, fhir_answer
+from mediator.web.transaction import current, fhir_answer, runtime
 
 eligibility = Blueprint("eligibility", __name__, url_prefix="/fhir")
-
-
-def runtime() -> MediatorRuntime:
-    return current_app.extensions["mediator"]
 
 
 @eligibility.get("/Patient")

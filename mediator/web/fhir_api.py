@@ -2,21 +2,16 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, current_app, request
+from flask import Blueprint, Response, request
 
 from mediator import __version__
 from mediator.fhir.capability import capability_statement
-from mediator.runtime import MediatorRuntime
 from mediator.transactions import medical_services
 from mediator.transactions.catalogue import Catalogue
 from mediator.transactions.medical_services import MasterData
-from mediator.web.transaction import current, fhir_answer
+from mediator.web.transaction import current, fhir_answer, runtime
 
 fhir = Blueprint("fhir", __name__, url_prefix="/fhir")
-
-
-def runtime() -> MediatorRuntime:
-    return current_app.extensions["mediator"]
 
 
 @fhir.get("/metadata")

@@ -14,7 +14,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from flask import Flask, Response, g, request
+from flask import Flask, Response, current_app, g, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from mediator.fhir.media import FHIR_JSON, accepts_fhir_json, is_fhir_json_body
@@ -34,6 +34,7 @@ from mediator.openimis.errors import (
     OpenImisRateLimited,
     OpenImisTimeout,
 )
+from mediator.runtime import MediatorRuntime
 
 log = logging.getLogger("mediator.transaction")
 
@@ -62,6 +63,11 @@ class TransactionContext:
 
 def current() -> TransactionContext:
     return g.transaction
+
+
+def runtime() -> MediatorRuntime:
+    """What the application factory built for this worker."""
+    return current_app.extensions["mediator"]
 
 
 def fhir_answer(

@@ -18,6 +18,7 @@ import requests
 
 from tests.sandbox.helpers import load_fixture, make_claim
 from tests.support.services import running_mediator
+from tests.support.waiting import wait_until
 
 FHIR = {"Content-Type": "application/fhir+json", "Accept": "application/fhir+json"}
 CLAIM_STATUS = "https://openimis.github.io/openimis_fhir_r4_ig/CodeSystem/claim-status"
@@ -48,16 +49,6 @@ def submissions(sandbox, claim_code):
 
 def fault(sandbox, **faults):
     requests.post(sandbox.url + "/_sandbox/faults", json=faults, timeout=5).raise_for_status()
-
-
-def wait_until(predicate, timeout=30.0, every=0.2):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = predicate()
-        if result:
-            return result
-        time.sleep(every)
-    raise AssertionError("condition not reached in time")
 
 
 def tag(resource):

@@ -4,24 +4,14 @@ import json
 import os
 import subprocess
 import sys
-import time
 
 import pytest
 import requests
 
 from tests.support.services import running_mediator
+from tests.support.waiting import wait_until
 
 FHIR = {"Accept": "application/fhir+json"}
-
-
-def wait_until(predicate, timeout=20.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = predicate()
-        if result:
-            return result
-        time.sleep(0.2)
-    raise AssertionError("condition not reached in time")
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ Core 4.0.5 speaks only the legacy token scheme: `OPENHIM_AUTH=auto` must find th
 from __future__ import annotations
 
 import json
-import time
 from urllib.parse import quote
 
 import pytest
@@ -17,22 +16,13 @@ import requests
 from mediator import __version__
 from tests.sandbox.helpers import make_claim
 from tests.support.services import free_port, running_mediator
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
 URN = "urn:mediator:openimis-fhir-r4"
 CLIENT_ID, CLIENT_PASSWORD = "clinic-emr-1", "clinic-secret-pass"
 FHIR = {"Accept": "application/fhir+json", "Content-Type": "application/fhir+json"}
-
-
-def wait_until(predicate, timeout=30.0, every=0.25):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = predicate()
-        if result:
-            return result
-        time.sleep(every)
-    raise AssertionError("condition not reached in time")
 
 
 def mediator_record(core):

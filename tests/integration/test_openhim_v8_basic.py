@@ -9,6 +9,7 @@ from mediator.agent import OpenHimAgent
 from mediator.openhim.live_config import CONSOLE_CONFIG_FILE, OPENHIM_STATE_FILE, SharedState
 from mediator.runtime import MediatorRuntime
 from tests.support.openhim_v8_standin import running_standin
+from tests.support.waiting import wait_until as wait_for
 
 
 @pytest.fixture
@@ -29,15 +30,6 @@ def agent_settings(settings, standin, tmp_path):
             "mediator_state_dir": str(tmp_path),
         }
     )
-
-
-def wait_for(predicate, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    raise AssertionError("condition not reached in time")
 
 
 @pytest.fixture

@@ -20,6 +20,7 @@ from mediator.fhir.elements import (
     CLAIM_STATUS_SYSTEM,
     KIND_OF_TYPE,
     REJECTION_REASON_SYSTEM,
+    REJECTION_REASONS,
     arr,
     identifier_type_code,
     item_reference,
@@ -49,31 +50,6 @@ STATUS_NAMES = {
     VALUATED: "valuated",
 }
 
-#: openIMIS rejection reasons (api_fhir_r4/mapping/claimMapping.py, ClaimResponseMapping;
-#: CodeSystem claim-rejection-reasons). There is no code 18.
-REJECTION_REASONS: dict[int, str] = {
-    -2: "REJECTED BY AI EVALUATION",
-    -1: "REJECTED BY MEDICAL OFFICER",
-    0: "ACCEPTED",
-    1: "INVALID ITEM OR SERVICE",
-    2: "NOT IN PRICE LIST",
-    3: "NO PRODUCT FOUND",
-    4: "CATEGORY LIMITATION",
-    5: "FREQUENCY FAILURE",
-    6: "DUPLICATED",
-    7: "FAMILY",
-    8: "DIAGNOSIS NOT IN LIST",
-    9: "TARGET DATE",
-    10: "CARE TYPE",
-    11: "MAX HOSPITAL ADMISSIONS",
-    12: "MAX VISITS",
-    13: "MAX CONSULTATIONS",
-    14: "MAX SURGERIES",
-    15: "MAX DELIVERIES",
-    16: "QTY OVER LIMIT",
-    17: "WAITING PERIOD FAIL",
-    19: "MAX ANTENATAL",
-}
 
 ADJUDICATION_SYSTEM = "http://terminology.hl7.org/CodeSystem/adjudication"
 #: meta.tag carrying the mediator's classification (a tag changes no FHIR semantics).

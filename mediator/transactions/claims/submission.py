@@ -193,8 +193,7 @@ class ClaimSubmission:
                         ],
                     )
                 claim = with_patient_uuid(_normalised(payload), patient["id"])
-            record.attempts += 1
-            self.store.finish(record.id, record.lease_owner, attempts=record.attempts, last_error=None)
+            self._settle(record, record.lease_owner, attempts=record.attempts + 1, last_error=None)
             response = client.post("Claim/", _json(claim), recorder, "openIMIS claim submit")
             if response.ok:
                 return self._record_classified(record, self._claim_response(response))
@@ -271,19 +270,16 @@ class ClaimSubmission:
         body["id"] = record.public_id
         if classified.outcome == ClaimOutcome.QUEUED:
             return body
-        encoded = _json(body).decode()
-        self.store.finish(
-            record.id,
+        self._settle(
+            record,
             None,
             state=ClaimState.DONE,
             outcome=str(classified.outcome),
             response_status=HTTP_STATUS[classified.outcome],
-            response_body=encoded,
+            response_body=_json(body).decode(),
             lease_until=0,
             openhim_synced=not record.openhim_tx_id,
         )
-        record.state, record.outcome = ClaimState.DONE, str(classified.outcome)
-        record.response_status, record.response_body = HTTP_STATUS[classified.outcome], encoded
         return body
 
     # -- recording outcomes ----------------------------------------------------------------
@@ -298,8 +294,8 @@ class ClaimSubmission:
             ClaimState.AWAITING_ADJUDICATION if classified.outcome == ClaimOutcome.QUEUED else ClaimState.DONE
         )
         was_answered_queued = record.response_status == 202
-        self.store.finish(
-            record.id,
+        self._settle(
+            record,
             record.lease_owner,
             state=state,
             openimis_id=openimis_id,
@@ -311,16 +307,13 @@ class ClaimSubmission:
             last_error=None,
             openhim_synced=not (record.openhim_tx_id and was_answered_queued and state == ClaimState.DONE),
         )
-        record.state, record.openimis_id = state, openimis_id
-        record.response_status, record.response_body = HTTP_STATUS[classified.outcome], _json(body).decode()
-        record.outcome = str(classified.outcome)
         return self._answer(record, body, classified)
 
     def _record_invalid(self, record: ClaimRecord, issues: list[Issue]) -> ClaimAnswer:
         outcome = operation_outcome(issues)
         was_answered_queued = record.response_status == 202
-        self.store.finish(
-            record.id,
+        self._settle(
+            record,
             record.lease_owner,
             state=ClaimState.INVALID,
             outcome="invalid",
@@ -329,8 +322,6 @@ class ClaimSubmission:
             lease_until=0,
             openhim_synced=not (record.openhim_tx_id and was_answered_queued),
         )
-        record.state, record.outcome, record.response_status = ClaimState.INVALID, "invalid", 422
-        record.response_body = _json(outcome).decode()
         return self.recorded_answer(record)
 
     def _hold(self, record: ClaimRecord, reason: str, retry_after: float | None = None) -> ClaimAnswer:
@@ -342,8 +333,8 @@ class ClaimSubmission:
         if retry_after is not None:
             delay = max(delay, retry_after)
         body = held_claim_response(record, reason)
-        self.store.finish(
-            record.id,
+        self._settle(
+            record,
             record.lease_owner,
             state=ClaimState.QUEUED,
             outcome="queued",
@@ -357,9 +348,13 @@ class ClaimSubmission:
             "claim held for later delivery",
             extra={"claim_code": record.claim_code, "reason": reason, "retry_in_s": round(delay, 1)},
         )
-        record.state, record.outcome, record.response_status = ClaimState.QUEUED, "queued", 202
-        record.response_body = _json(body).decode()
         return self.recorded_answer(record)
+
+    def _settle(self, record: ClaimRecord, lease_owner: str | None, **fields: Any) -> None:
+        """Record a result durably, and on the record the caller goes on with."""
+        self.store.finish(record.id, lease_owner, **fields)
+        for name, value in fields.items():
+            setattr(record, name, value)
 
     # -- answers ---------------------------------------------------------------------------
 

@@ -7,7 +7,6 @@ validation (pydantic, ~600 µs) runs once here; the openIMIS profile rules are c
 
 from __future__ import annotations
 
-import json
 import re
 from typing import Any
 
@@ -31,7 +30,8 @@ from mediator.fhir.elements import (
     split_reference,
     text,
 )
-from mediator.fhir.outcome import FhirError, Issue
+from mediator.fhir.outcome import Issue
+from mediator.fhir.parsing import parse_resource
 
 VISIT_TYPES = frozenset({"E", "R", "O"})
 SUPPORTING_INFO_CATEGORIES = frozenset({"guarantee", "explanation", "attachment"})
@@ -43,27 +43,9 @@ MAX_DIAGNOSES = 5
 _NAIVE_DATETIME = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d+)?)?$")
 
 
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not a JSON number")
-
-
 def parse_claim(body: bytes) -> dict[str, Any]:
     """Decode the request body; anything that is not a Claim object is a 400, not a 422."""
-    try:
-        claim = json.loads(body, parse_constant=_reject_constant)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise FhirError.of(400, "invalid", f"The request body is not readable JSON: {exc}") from None
-    if not isinstance(claim, dict):
-        raise FhirError.of(400, "invalid", "The request body must be a FHIR Claim (a JSON object)", ["Claim"])
-    if claim.get("resourceType") != "Claim":
-        got = claim.get("resourceType")
-        raise FhirError.of(
-            400,
-            "invalid",
-            f"Expected resourceType 'Claim', got {got!r}" if got is not None else "resourceType is missing",
-            ["resourceType"],
-        )
-    return claim
+    return parse_resource(body, "Claim")
 
 
 def validate_claim(claim: dict[str, Any]) -> list[Issue]:

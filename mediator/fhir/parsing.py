@@ -1,0 +1,38 @@
+"""Reading a FHIR resource from a request body: anything unreadable is a 400, never a 500."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from mediator.fhir.outcome import FhirError
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def parse_resource(body: bytes, resource_type: str) -> dict[str, Any]:
+    """The body as a JSON object of `resource_type` (a wrong or missing type is a 400 too)."""
+    try:
+        resource = json.loads(body, parse_constant=_reject_constant)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise FhirError.of(400, "invalid", f"The request body is not readable JSON: {exc}") from None
+    if not isinstance(resource, dict):
+        raise FhirError.of(
+            400,
+            "invalid",
+            f"The request body must be a FHIR {resource_type} (a JSON object)",
+            [resource_type],
+        )
+    if resource.get("resourceType") != resource_type:
+        got = resource.get("resourceType")
+        raise FhirError.of(
+            400,
+            "invalid",
+            f"Expected resourceType {resource_type!r}, got {got!r}"
+            if got is not None
+            else "resourceType is missing",
+            ["resourceType"],
+        )
+    return resource
