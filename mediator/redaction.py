@@ -43,12 +43,21 @@ _PATTERNS = (
 
 
 def redact_text(text: str) -> str:
-    """Mask secrets in free text (messages, bodies that are not JSON)."""
+    """Mask secrets in free text, message or body.
+
+    The patterns only run where a cheap substring test says they could match: most texts
+    (FHIR bodies, log values) hold no secret, and scanning them with regexes is what costs.
+    """
     if not text:
         return text
-    text = _PATTERNS[0].sub(lambda m: f"{m.group(1)} {REDACTED}", text)
-    text = _PATTERNS[1].sub(REDACTED, text)
-    return _PATTERNS[2].sub(lambda m: f'{m.group(1)}"{REDACTED}"', text)
+    lowered = text.lower()
+    if "bearer" in lowered or "basic" in lowered or "token" in lowered:
+        text = _PATTERNS[0].sub(lambda m: f"{m.group(1)} {REDACTED}", text)
+    if "eyJ" in text:
+        text = _PATTERNS[1].sub(REDACTED, text)
+    if "password" in lowered or "token" in lowered or "secret" in lowered:
+        text = _PATTERNS[2].sub(lambda m: f'{m.group(1)}"{REDACTED}"', text)
+    return text
 
 
 def redact_headers(headers: Mapping[str, str]) -> dict[str, str]:

@@ -16,7 +16,7 @@ def submit_claim() -> Response:
     answer = rt.claims.submit(request.get_data(), ctx.recorder, ctx.id if ctx.via_openhim else None)
     ctx.status, ctx.outcome = answer.transaction_status, answer.outcome
     ctx.properties.update({"transaction": "claim submit", **answer.properties})
-    return fhir_answer(answer.body, answer.http_status, answer.headers)
+    return fhir_answer(answer.encoded or answer.body, answer.http_status, answer.headers)
 
 
 @claims.get("/ClaimResponse/<ident>")

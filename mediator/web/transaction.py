@@ -71,9 +71,14 @@ def runtime() -> MediatorRuntime:
 
 
 def fhir_answer(
-    resource: dict[str, Any], status: int = 200, headers: dict[str, str] | None = None
+    resource: dict[str, Any] | str, status: int = 200, headers: dict[str, str] | None = None
 ) -> Response:
-    body = json.dumps(resource, separators=(",", ":"), ensure_ascii=False)
+    """A FHIR JSON response; `resource` may come already encoded (a recorded answer)."""
+    body = (
+        resource
+        if isinstance(resource, str)
+        else json.dumps(resource, separators=(",", ":"), ensure_ascii=False)
+    )
     response = Response(body, status=status, content_type=f"{FHIR_JSON}; charset=utf-8")
     for name, value in (headers or {}).items():
         response.headers[name] = value

@@ -542,7 +542,9 @@ def run(
                 spawned[name] = spawn_mediator(name, upstream, work / f"state-{name}", log_dir, extra)
                 stack.callback(spawned[name].stop)
             wait_ready(baseline, "/fhir/Medication", 30)
-        configs = [Config("upstream", upstream, "upstream", ("search", "claim", "eligibility"))]
+        configs = [
+            Config("upstream", upstream, "upstream", tuple(f for f in FAMILIES if f != "claim-openhim"))
+        ]
         if baseline is not None:
             configs.append(Config("baseline", baseline, "hop", FAMILIES))
         for name, server in spawned.items():
@@ -553,7 +555,7 @@ def run(
                 if name == "mediator":
                     raise
                 continue
-            families = ("search",) if name == "mediator+cache" else FAMILIES
+            families = tuple(f for f in FAMILIES if f == "search") if name == "mediator+cache" else FAMILIES
             configs.append(Config(name, server, "mediator", families))
         report["configurations"] = {
             c.name: {"families": list(c.families), "env": c.server.env if c.kind == "mediator" else {}}
@@ -805,6 +807,7 @@ def _interrupt(signum: int, _frame: Any) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    global FAMILIES
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -822,7 +825,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--update-benchmarks-md", action="store_true", help="write the figures into BENCHMARKS.md"
     )
+    parser.add_argument(
+        "--families", default=",".join(FAMILIES), help=f"comma-separated subset of {','.join(FAMILIES)}"
+    )
     args = parser.parse_args(argv)
+    FAMILIES = tuple(f for f in FAMILIES if f in args.families.split(","))
     # SIGTERM (a CI timeout, kill) unwinds like Ctrl-C, so every server started is stopped.
     signal.signal(signal.SIGTERM, _interrupt)
     command = ".venv/bin/python tests/benchmarks/run.py " + " ".join(sys.argv[1:] if argv is None else argv)

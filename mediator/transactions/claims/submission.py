@@ -28,7 +28,8 @@ from mediator.openhim.envelope import TransactionStatus
 from mediator.openhim.orchestrations import OrchestrationRecorder, iso_now
 from mediator.openimis.client import OpenImisClient, UpstreamResponse
 from mediator.openimis.errors import OpenImisBroken, OpenImisError, OpenImisRateLimited
-from mediator.openimis.reads import find_by_identifier, read_resource
+from mediator.openimis.insuree_numbers import InsureeNumbers
+from mediator.openimis.reads import read_resource
 from mediator.settings import Settings
 from mediator.store import ClaimRecord, ClaimState, ClaimStore
 from mediator.transactions.claims.classification import (
@@ -78,6 +79,8 @@ class ClaimAnswer:
     outcome: str
     headers: dict[str, str] = field(default_factory=dict)
     properties: dict[str, Any] = field(default_factory=dict)
+    #: `body` as recorded in the store, when it was: answered as is, not encoded again.
+    encoded: str | None = None
 
 
 def content_hash(claim: dict[str, Any]) -> str:
@@ -98,6 +101,7 @@ class ClaimSubmission:
         self._client = client
         self._settings = settings
         self._clock = clock
+        self._insurees = InsureeNumbers()
 
     # -- the facility's submission ---------------------------------------------------------
 
@@ -132,6 +136,9 @@ class ClaimSubmission:
             },
             created_at=now,
             updated_at=now,
+            # Recorded with the intake itself: from here on the claim may reach openIMIS, so a
+            # crash leaves it "in doubt" and it is looked up upstream before any resend.
+            attempts=1,
             lease_until=now + self._settings().claim_lease_s,
             lease_owner=owner,
             openhim_tx_id=openhim_tx_id,
@@ -148,7 +155,7 @@ class ClaimSubmission:
                     outcome="conflict",
                 )
             return self._replay(stored)
-        return self.deliver(record, recorder)
+        return self.deliver(record, recorder, first_attempt=True)
 
     def _replay(self, record: ClaimRecord) -> ClaimAnswer:
         """The recorded answer of a claim already received (waiting briefly if it is in flight)."""
@@ -163,25 +170,21 @@ class ClaimSubmission:
 
     # -- delivery (first attempt, and the forwarder's later ones) ---------------------------
 
-    def deliver(self, record: ClaimRecord, recorder: OrchestrationRecorder) -> ClaimAnswer:
+    def deliver(
+        self, record: ClaimRecord, recorder: OrchestrationRecorder, first_attempt: bool = False
+    ) -> ClaimAnswer:
         """Get a claim the caller holds the lease of into openIMIS, and record the answer."""
         client = self._client()
         try:
-            if record.attempts > 0:
+            if not first_attempt and record.attempts > 0:
                 found = self._look_up_upstream(client, record, recorder)
                 if found is not None:
                     return self._record_classified(record, found)
             payload = record.payload
             claim = payload["claim"]
             if payload.get("patient_chfid"):
-                patient = find_by_identifier(
-                    client,
-                    "Patient",
-                    payload["patient_chfid"],
-                    recorder,
-                    "openIMIS insuree lookup (claim patient)",
-                )
-                if patient is None:
+                patient_uuid = self._insurees.current_uuid(client, payload["patient_chfid"], recorder)
+                if patient_uuid is None:
                     return self._record_invalid(
                         record,
                         [
@@ -192,8 +195,9 @@ class ClaimSubmission:
                             )
                         ],
                     )
-                claim = with_patient_uuid(_normalised(payload), patient["id"])
-            self._settle(record, record.lease_owner, attempts=record.attempts + 1, last_error=None)
+                claim = with_patient_uuid(_normalised(payload), patient_uuid)
+            if not first_attempt:
+                self._settle(record, record.lease_owner, attempts=record.attempts + 1, last_error=None)
             response = client.post("Claim/", _json(claim), recorder, "openIMIS claim submit")
             if response.ok:
                 return self._record_classified(record, self._claim_response(response))
@@ -366,10 +370,15 @@ class ClaimSubmission:
         body = json.loads(record.response_body)
         if record.state == ClaimState.INVALID:
             return ClaimAnswer(
-                422, body, TransactionStatus.COMPLETED, "invalid", properties=_properties(record, None)
+                422,
+                body,
+                TransactionStatus.COMPLETED,
+                "invalid",
+                properties=_properties(record, None),
+                encoded=record.response_body,
             )
         if record.state == ClaimState.QUEUED:
-            return self._held_answer(record, body)
+            return self._held_answer(record, body, record.response_body)
         outcome = ClaimOutcome(record.outcome)
         return ClaimAnswer(
             HTTP_STATUS[outcome],
@@ -378,9 +387,12 @@ class ClaimSubmission:
             str(outcome),
             headers=self._location(record),
             properties=_properties(record, body),
+            encoded=record.response_body,
         )
 
-    def _held_answer(self, record: ClaimRecord, body: dict[str, Any]) -> ClaimAnswer:
+    def _held_answer(
+        self, record: ClaimRecord, body: dict[str, Any], encoded: str | None = None
+    ) -> ClaimAnswer:
         return ClaimAnswer(
             202,
             body,
@@ -388,6 +400,7 @@ class ClaimSubmission:
             "held",
             headers=self._location(record),
             properties=_properties(record, body),
+            encoded=encoded,
         )
 
     def _answer(
@@ -409,6 +422,7 @@ class ClaimSubmission:
             str(classified.outcome),
             headers=self._location(record),
             properties={k: v for k, v in properties.items() if v is not None},
+            encoded=record.response_body,
         )
 
     def _location(self, record: ClaimRecord) -> dict[str, str]:
