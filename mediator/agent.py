@@ -17,7 +17,7 @@ import time
 from typing import Any
 
 from mediator.forwarder import Forwarder
-from mediator.openhim.api import OpenHimApi, OpenHimError
+from mediator.openhim.api import OpenHimApi
 from mediator.openhim.live_config import (
     CONSOLE_CONFIG_FILE,
     OPENHIM_STATE_FILE,
@@ -57,7 +57,7 @@ class OpenHimAgent:
                 self._update(last_heartbeat=iso_now(), heartbeat_error=None)
                 if config is not None:
                     self.receive_console_config(config)
-            except OpenHimError as exc:
+            except Exception as exc:
                 if self._status.get("heartbeat_error") != str(exc):
                     log.warning("OpenHIM heartbeat failed", extra={"error": str(exc)})
                 self._update(heartbeat_error=str(exc))
@@ -86,7 +86,7 @@ class OpenHimAgent:
                 )
                 self._update(mode="registered", registered=True, registered_at=iso_now(), error=None)
                 return
-            except OpenHimError as exc:
+            except Exception as exc:
                 log.warning(
                     "OpenHIM registration failed; will retry",
                     extra={"attempt": attempt, "retry_in_s": backoff, "error": str(exc)},
@@ -118,7 +118,10 @@ class OpenHimAgent:
 
     def _update(self, **changes: Any) -> None:
         self._status.update(changes)
-        self.state.write(OPENHIM_STATE_FILE, self._status)
+        try:
+            self.state.write(OPENHIM_STATE_FILE, self._status)
+        except OSError as exc:  # /ready loses a detail; the heartbeat goes on
+            log.warning("OpenHIM state not written", extra={"error": str(exc)})
 
 
 def run_agent(settings: Settings) -> int:

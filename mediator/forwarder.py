@@ -50,21 +50,10 @@ class Forwarder:
         now = time.time()
         records = self.runtime.store.lease_due(now, settings.claim_lease_s, self.owner, BATCH)
         for record in records:
-            recorder = OrchestrationRecorder()
-            if record.state == ClaimState.AWAITING_ADJUDICATION:
-                self._follow_adjudication(record, recorder)
-            else:
-                answer = self.runtime.claims.deliver(record, recorder)
-                log.info(
-                    "claim forwarded",
-                    extra={
-                        "claim_code": record.claim_code,
-                        "outcome": answer.outcome,
-                        "attempts": record.attempts,
-                        "upstream": recorder.summary(),
-                    },
-                )
-            self._report(record.id, recorder)
+            try:
+                self._work_on(record)
+            except Exception:  # one record's failure must not stop the others
+                log.exception("forwarding a claim failed", extra={"claim_code": record.claim_code})
         for record in self.runtime.store.unsynced(BATCH):
             self._report(record.id, None)
         if now >= self._next_purge:
@@ -73,6 +62,23 @@ class Forwarder:
             if purged:
                 log.info("finished claim records purged", extra={"purged": purged})
         return len(records)
+
+    def _work_on(self, record: ClaimRecord) -> None:
+        recorder = OrchestrationRecorder()
+        if record.state == ClaimState.AWAITING_ADJUDICATION:
+            self._follow_adjudication(record, recorder)
+        else:
+            answer = self.runtime.claims.deliver(record, recorder)
+            log.info(
+                "claim forwarded",
+                extra={
+                    "claim_code": record.claim_code,
+                    "outcome": answer.outcome,
+                    "attempts": record.attempts,
+                    "upstream": recorder.summary(),
+                },
+            )
+        self._report(record.id, recorder)
 
     def _follow_adjudication(self, record: ClaimRecord, recorder: OrchestrationRecorder) -> None:
         claims = self.runtime.claims

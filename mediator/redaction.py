@@ -38,7 +38,7 @@ _PATTERNS = (
     # A JWT anywhere (three base64url segments, the first a JSON header).
     re.compile(r"\beyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*"),
     # "password": "..." / password=... in JSON or form text.
-    re.compile(r'(?i)("?(?:password|token|secret)"?\s*[:=]\s*)("[^"]*"|[^\s&,}]+)'),
+    re.compile(r'(?i)("?(?:password|token|secret)"?\s*[:=]\s*)("(?:[^"\\]|\\.)*"|[^\s&,}]+)'),
 )
 
 

@@ -130,7 +130,8 @@ class Settings:
     def claim_lease_s(self) -> float:
         """How long a claim in flight is left to its sender before the forwarder takes it over:
         longer than a login plus a submission can take."""
-        return 2 * (self.openimis_connect_timeout + self.openimis_read_timeout) + 5
+        # login, insuree lookup and submission, one of them retried after a token refresh
+        return 4 * (self.openimis_connect_timeout + self.openimis_read_timeout) + 30
 
     @property
     def registers_with_openhim(self) -> bool:

@@ -54,6 +54,14 @@ REJECTION_REASONS: dict[int, str] = {
 _UUID = re.compile(r"^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$")
 
 
+_FHIR_ID = re.compile(r"^(?!\.+$)[A-Za-z0-9\-.]{1,64}$")
+
+
+def is_fhir_id(value: str) -> bool:
+    """A FHIR id (also what openIMIS codes look like); never a path segment like `..`."""
+    return bool(_FHIR_ID.match(value))
+
+
 def is_uuid(value: str) -> bool:
     return bool(_UUID.match(value))
 
@@ -78,7 +86,10 @@ def text(value: Any) -> str | None:
 def number(value: Any) -> float | None:
     """A JSON number (not a bool), else None."""
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
+        try:
+            return float(value)
+        except OverflowError:  # an integer no float can hold: no usable amount
+            return None
     return None
 
 

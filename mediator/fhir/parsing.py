@@ -18,6 +18,8 @@ def parse_resource(body: bytes, resource_type: str) -> dict[str, Any]:
         resource = json.loads(body, parse_constant=_reject_constant)
     except (ValueError, UnicodeDecodeError) as exc:
         raise FhirError.of(400, "invalid", f"The request body is not readable JSON: {exc}") from None
+    except RecursionError:
+        raise FhirError.of(400, "invalid", "The request body is nested too deeply") from None
     if not isinstance(resource, dict):
         raise FhirError.of(
             400,

@@ -49,7 +49,7 @@ class SharedState:
         self.directory = Path(directory)
 
     def write(self, name: str, document: Mapping[str, Any]) -> None:
-        self.directory.mkdir(parents=True, exist_ok=True)
+        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=f".{name}.")
         try:
             with os.fdopen(fd, "w") as fh:

@@ -86,6 +86,7 @@ class OpenImisClient:
         self._login_guard = LoginGuard(
             Path(settings.mediator_state_dir) / "openimis-login-guard.json",
             settings.openimis_login_retry_after,
+            f"{self.base}\n{settings.openimis_username}\n{settings.openimis_password.reveal()}",
         )
         self._clock = clock
         self._session = session or requests.Session()

@@ -9,6 +9,7 @@ consecutive failures back off exponentially (the operator must fix the credentia
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import os
 from collections.abc import Iterator
@@ -19,9 +20,12 @@ MAX_DELAY_S = 3600.0
 
 
 class LoginGuard:
-    def __init__(self, path: Path, base_delay: float) -> None:
+    def __init__(self, path: Path, base_delay: float, credentials: str = "") -> None:
         self.path = path
         self.base_delay = base_delay
+        # Failures are remembered for these credentials only: once the operator fixes the
+        # password (console or restart), the next request may log in at once.
+        self.fingerprint = hashlib.sha256(credentials.encode()).hexdigest()[:16]
 
     @contextmanager
     def attempt(self) -> Iterator[None]:
@@ -42,7 +46,8 @@ class LoginGuard:
         failures = int(self._read().get("failures", 0)) + 1
         delay = min(self.base_delay * 2 ** (failures - 1), MAX_DELAY_S)
         tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"failures": failures, "suspended_until": now + delay}))
+        record = {"failures": failures, "suspended_until": now + delay, "credentials": self.fingerprint}
+        tmp.write_text(json.dumps(record))
         os.replace(tmp, self.path)
         return delay
 
@@ -51,6 +56,7 @@ class LoginGuard:
 
     def _read(self) -> dict[str, float]:
         try:
-            return json.loads(self.path.read_text())
+            record = json.loads(self.path.read_text())
         except (OSError, ValueError):
             return {}
+        return record if isinstance(record, dict) and record.get("credentials") == self.fingerprint else {}

@@ -85,6 +85,9 @@ class SqliteClaimStore:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        # The -wal and -shm files hold claim data too and are created with the umask: keep the
+        # whole directory private.
+        os.chmod(self.path.parent, 0o700)
         self._local = threading.local()
         self._pid = os.getpid()
         self._thread_lock = threading.Lock()
@@ -279,17 +282,19 @@ class SqliteClaimStore:
             self._connection().execute("UPDATE claims SET openhim_synced = 1 WHERE id = ?", (record_id,))
 
     def retry_now(self, ident: str) -> bool:
+        """Make a waiting claim due now; a claim in flight (live lease) is left to its sender."""
         with self._writing():
             cursor = self._connection().execute(
-                "UPDATE claims SET next_attempt_at = 0, lease_until = 0 WHERE (id = ? OR openimis_id = ? "
-                "OR claim_code = ?) AND state IN (?, ?, ?)",
+                "UPDATE claims SET next_attempt_at = 0 WHERE (id = ? OR openimis_id = ? OR claim_code = ?) "
+                "AND (state IN (?, ?) OR (state = ? AND lease_until < ?))",
                 (
                     ident,
                     ident,
                     ident,
                     ClaimState.QUEUED,
-                    ClaimState.SENDING,
                     ClaimState.AWAITING_ADJUDICATION,
+                    ClaimState.SENDING,
+                    time.time(),
                 ),
             )
         return cursor.rowcount > 0

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from typing import Any
 from urllib.parse import urlencode
 
+from mediator.fhir.elements import is_fhir_id
 from mediator.fhir.outcome import FhirError
 from mediator.openhim.orchestrations import OrchestrationRecorder
 from mediator.openimis.client import OpenImisClient
@@ -22,7 +23,6 @@ from mediator.openimis.quirks import searchset
 from mediator.openimis.reads import find_by_identifier, read_resource
 
 #: Insuree numbers (CHF ids) and UUIDs: what may go into an openIMIS path or query.
-_ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
 _UUID = re.compile(r"^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$")
 #: openIMIS types the insuree number identifier "Code" (and the UUID identifier "UUID").
 INSUREE_NUMBER_TYPE = "Code"
@@ -34,7 +34,7 @@ def is_uuid(value: str) -> bool:
 
 def is_valid_id(value: str) -> bool:
     """Safe to put into an openIMIS path: a UUID or an insuree number."""
-    return bool(_ID.match(value))
+    return bool(is_fhir_id(value))
 
 
 def insuree_number(patient: dict[str, Any]) -> str | None:

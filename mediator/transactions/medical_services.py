@@ -13,6 +13,7 @@ from enum import StrEnum
 from typing import Any
 from urllib.parse import urlencode
 
+from mediator.fhir.elements import is_fhir_id
 from mediator.fhir.outcome import FhirError, Issue
 from mediator.openhim.orchestrations import OrchestrationRecorder
 from mediator.openimis.client import OpenImisClient
@@ -26,7 +27,6 @@ SEARCH_PARAMS = ("identifier", "_lastUpdated", "_count", "page-offset")
 MAX_PAGE_SIZE = 500
 #: openIMIS's page size when a search gives no `_count`.
 DEFAULT_PAGE_SIZE = 10
-_ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
 _LAST_UPDATED = re.compile(r"^(eq|ne|gt|lt|ge|le|sa|eb|ap)?\d{4}-\d{2}-\d{2}(T\d{2}:\d{2}(:\d{2})?)?$")
 
 
@@ -120,7 +120,7 @@ def read(
     catalogue: Catalogue | None = None,
 ) -> dict[str, Any]:
     """Read by openIMIS UUID or by code (openIMIS tries both, in that order)."""
-    if not _ID.match(ident):
+    if not is_fhir_id(ident):
         raise FhirError.of(400, "invalid", f"{ident!r} is not a valid FHIR id or code", ["id"])
     if catalogue is not None:
         resource = catalogue.find(kind, ident)
@@ -159,6 +159,6 @@ def _find_by_identifier(
             client, kind, identifier, recorder, f"openIMIS {kind.label} search by identifier"
         )
     # ActivityDefinition has no identifier search in openIMIS: read by UUID-or-code instead.
-    if not _ID.match(identifier):
+    if not is_fhir_id(identifier):
         return None
     return read_resource(client, kind, identifier, recorder, f"openIMIS {kind.label} read by identifier")

@@ -409,3 +409,34 @@ def test_refused_login_holds_claims_until_openimis_lets_the_mediator_in(clean_sa
         )
         wait_until(lambda: requests.get(location, timeout=10).json()["outcome"] != "queued")
     assert submissions(clean_sandbox, claim["identifier"][0]["value"]) == 1
+
+
+def test_same_claim_code_at_two_facilities_never_mixes_their_answers(mediator, clean_sandbox):
+    # Claim codes are unique per facility only: openIMIS's ClaimResponse/<code>/ may answer the
+    # other facility's claim. A held claim must be delivered as itself, not matched to that one.
+    shared = code("DUP-")
+    first = make_claim(shared, facility="HF0001", admin="JMDP0011")
+    assert submit(mediator, first).status_code == 201
+    fault(clean_sandbox, fail_next=1, fail_status=503)
+    second = make_claim(shared, facility="HF0002", admin="JMDP0012", lines=[("service", "A1", 1, 10.0)])
+    held = submit(mediator, second)
+    assert held.status_code == 202
+    final = wait_until(
+        lambda: (r := follow(mediator, held.headers["Location"]).json())["outcome"] != "queued" and r
+    )
+    assert len(final["item"]) == 1, "the answer is HF0002's own one-line claim"
+    stored = [c for c in upstream(clean_sandbox)["claims"] if c["code"] == shared]
+    assert sorted(c["facility"] for c in stored) == ["HF0001", "HF0002"]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"resourceType": "Claim", "total": {"value": 1' + b"0" * 400 + b"}}",
+        b'{"resourceType": "Claim", "x": ' + b"[" * 5000 + b"]" * 5000 + b"}",
+    ],
+)
+def test_pathological_json_is_a_client_error_not_a_500(mediator, body):
+    answer = requests.post(mediator.url + "/fhir/Claim", data=body, headers=FHIR, timeout=10)
+    assert answer.status_code in (400, 422)
+    assert answer.json()["resourceType"] == "OperationOutcome"

@@ -97,3 +97,15 @@ def test_records_survive_reopening(tmp_path):
     assert reopened.get("up-1").claim_code == "C1"
     assert reopened.by_claim_code("C1")[0].payload == {"claim": {"resourceType": "Claim"}}
     assert oct(path.stat().st_mode & 0o777) == "0o600"
+
+
+def test_retry_leaves_a_claim_in_flight_to_its_sender(store):
+    in_flight = record("LIVE", lease_until=10**12, lease_owner="worker-a")
+    store.intake(in_flight)
+    assert not store.retry_now("LIVE")
+    assert store.get(in_flight.id).lease_owner == "worker-a"
+
+
+def test_the_store_directory_is_private(tmp_path):
+    SqliteClaimStore(tmp_path / "state" / "claims.sqlite3").intake(record())
+    assert oct((tmp_path / "state").stat().st_mode & 0o777) == "0o700", "the -wal file holds claims too"

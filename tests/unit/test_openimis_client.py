@@ -177,3 +177,14 @@ def test_tls_is_verified_unless_turned_off(settings, tmp_path, monkeypatch):
     ]:
         OpenImisClient(settings.with_overrides(overrides)).ensure_login(OrchestrationRecorder())
         assert responses.calls[-1].request.req_kwargs["verify"] == expected
+
+
+@responses.activate
+def test_fixed_credentials_may_log_in_at_once(client, clock, settings):
+    responses.post(BASE + "login/", status=401, json="INCORRECT_CREDENTIALS")
+    with pytest.raises(OpenImisLoginRefused):
+        client.get("Medication/", OrchestrationRecorder(), "list")
+    fixed = OpenImisClient(settings.with_overrides({"openimis_password": "the-right-one"}), clock=clock)
+    responses.replace(responses.POST, BASE + "login/", json={"token": JWT_1, "exp": clock.now + 86400})
+    responses.get(BASE + "Medication/", json={})
+    assert fixed.get("Medication/", OrchestrationRecorder(), "list").ok

@@ -23,3 +23,8 @@ def test_free_text_tokens_and_passwords_masked():
     assert JWT not in cleaned
     assert "admin123" not in cleaned
     assert "login failed" in cleaned
+
+
+def test_a_password_with_quotes_is_masked_whole():
+    text = '{"username": "Admin", "password": "Adm\\"in-S3cret tail"}'
+    assert "S3cret" not in redact_text(text)

@@ -8,10 +8,10 @@ claim is read from openIMIS and classified the same way.
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Sequence
 from typing import Any
 
+from mediator.fhir.elements import is_fhir_id
 from mediator.fhir.outcome import FhirError
 from mediator.openhim.orchestrations import OrchestrationRecorder
 from mediator.openimis.client import OpenImisClient
@@ -20,8 +20,6 @@ from mediator.openimis.reads import read_resource
 from mediator.store import ClaimRecord, ClaimState
 from mediator.transactions.claims.classification import classify
 from mediator.transactions.claims.submission import ClaimSubmission, held_claim_response
-
-_ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
 
 
 def read(
@@ -69,7 +67,7 @@ def search(
 def find(
     submission: ClaimSubmission, client: OpenImisClient, ident: str, recorder: OrchestrationRecorder
 ) -> dict[str, Any] | None:
-    if not ident or not _ID.match(ident):
+    if not ident or not is_fhir_id(ident):
         return None
     record = submission.store.get(ident)
     if record is not None:

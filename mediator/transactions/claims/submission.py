@@ -196,8 +196,12 @@ class ClaimSubmission:
                         ],
                     )
                 claim = with_patient_uuid(_normalised(payload), patient_uuid)
-            if not first_attempt:
-                self._settle(record, record.lease_owner, attempts=record.attempts + 1, last_error=None)
+            if not first_attempt and not self._settle(
+                record, record.lease_owner, attempts=record.attempts + 1, last_error=None
+            ):
+                # Another sender took the claim over (its lease had expired): it is theirs now.
+                current = self.store.get(record.id) or record
+                return self.recorded_answer(current)
             response = client.post("Claim/", _json(claim), recorder, "openIMIS claim submit")
             if response.ok:
                 return self._record_classified(record, self._claim_response(response))
@@ -205,6 +209,13 @@ class ClaimSubmission:
         except OpenImisError as exc:
             retry_after = exc.retry_after if isinstance(exc, OpenImisRateLimited) else None
             return self._hold(record, f"{exc.public_message}: {exc}", retry_after)
+        except Exception:
+            # An answer this code did not expect: the claim may have arrived, so it is held (and
+            # looked up before any resend) rather than left without an answer.
+            log.exception(
+                "unexpected failure while delivering a claim", extra={"claim_code": record.claim_code}
+            )
+            return self._hold(record, "unexpected answer from openIMIS (see the mediator's log)")
 
     def _upstream_refusal(
         self,
@@ -233,14 +244,35 @@ class ClaimSubmission:
         self, client: OpenImisClient, record: ClaimRecord, recorder: OrchestrationRecorder
     ) -> dict[str, Any] | None:
         """`ClaimResponse/<claim code>/`: the one way to see whether a claim reached openIMIS
-        (`Claim?identifier=` fails with 500 on real releases)."""
-        return read_resource(
+        (`Claim?identifier=` fails with 500 on real releases).
+
+        Claim codes are unique per facility only, and openIMIS answers the first claim with that
+        code: the claim it points to must be this facility's, or it is not ours.
+        """
+        found = read_resource(
             client,
             "ClaimResponse",
             record.claim_code,
             recorder,
             "openIMIS claim lookup (did an earlier attempt arrive?)",
         )
+        if found is None:
+            return None
+        claim_uuid = _claim_uuid(found)
+        claim = (
+            read_resource(
+                client, "Claim", claim_uuid, recorder, "openIMIS claim read (which facility's claim?)"
+            )
+            if claim_uuid
+            else None
+        )
+        if claim is None or not _same_facility(claim.get("provider"), record.facility):
+            log.warning(
+                "a claim with this code in openIMIS is not this facility's",
+                extra={"claim_code": record.claim_code, "facility": record.facility},
+            )
+            return None
+        return found
 
     def _claim_response(self, response: UpstreamResponse) -> dict[str, Any]:
         body = response.json()
@@ -354,11 +386,14 @@ class ClaimSubmission:
         )
         return self.recorded_answer(record)
 
-    def _settle(self, record: ClaimRecord, lease_owner: str | None, **fields: Any) -> None:
-        """Record a result durably, and on the record the caller goes on with."""
-        self.store.finish(record.id, lease_owner, **fields)
+    def _settle(self, record: ClaimRecord, lease_owner: str | None, **fields: Any) -> bool:
+        """Record a result durably, and on the record the caller goes on with; False if the
+        caller's lease was lost (the record was left as another sender has it)."""
+        if not self.store.finish(record.id, lease_owner, **fields):
+            return False
         for name, value in fields.items():
             setattr(record, name, value)
+        return True
 
     # -- answers ---------------------------------------------------------------------------
 
@@ -475,6 +510,23 @@ def _normalised(payload: dict[str, Any]) -> NormalisedClaim:
 
 def _item_refs(payload: dict[str, Any]) -> list[ItemRef]:
     return [ItemRef(**{**ref, "keys": tuple(ref.get("keys") or ())}) for ref in payload.get("item_refs", [])]
+
+
+def _claim_uuid(claim_response: dict[str, Any]) -> str | None:
+    reference = (claim_response.get("request") or {}).get("reference") or ""
+    return reference.removeprefix("Claim/") or _openimis_id(claim_response)
+
+
+def _same_facility(provider: Any, facility: str) -> bool:
+    """Whether a reference openIMIS gives names the facility (by UUID or by code)."""
+    if not isinstance(provider, dict) or not facility:
+        return False
+    names = {
+        str(provider.get("reference") or "").removeprefix("Organization/"),
+        str((provider.get("identifier") or {}).get("value") or ""),
+        str(provider.get("display") or ""),
+    }
+    return facility.lower() in {n.lower() for n in names if n}
 
 
 def _openimis_id(claim_response: dict[str, Any]) -> str | None:
