@@ -131,7 +131,7 @@ class Settings:
         """How long a claim in flight is left to its sender before the forwarder takes it over:
         longer than a login plus a submission can take."""
         # login, insuree lookup and submission, one of them retried after a token refresh
-        return 4 * (self.openimis_connect_timeout + self.openimis_read_timeout) + 30
+        return 4 * (self.openimis_connect_timeout + self.openimis_read_timeout) + 5
 
     @property
     def registers_with_openhim(self) -> bool:
