@@ -38,3 +38,14 @@ def parse_resource(body: bytes, resource_type: str) -> dict[str, Any]:
             ["resourceType"],
         )
     return resource
+
+
+def fhirpath(root: str, loc: tuple[int | str, ...]) -> str:
+    """A pydantic error location as the FHIRPath a facility reads (`Claim.item[0].quantity`)."""
+    path = root
+    for part in loc:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        elif part != "__root__":
+            path += f".{part}"
+    return path

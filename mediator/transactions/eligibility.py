@@ -38,7 +38,7 @@ from mediator.fhir.elements import (
     text,
 )
 from mediator.fhir.outcome import FhirError, Issue
-from mediator.fhir.parsing import parse_resource
+from mediator.fhir.parsing import fhirpath, parse_resource
 from mediator.openhim.orchestrations import OrchestrationRecorder
 from mediator.openimis.client import OpenImisClient
 from mediator.openimis.errors import OpenImisBroken
@@ -104,13 +104,7 @@ def validate_request(resource: dict[str, Any]) -> EligibilityQuery:
 
 
 def _fhirpath(loc: tuple[int | str, ...]) -> str:
-    path = ROOT
-    for part in loc:
-        if isinstance(part, int):
-            path += f"[{part}]"
-        elif part != "__root__":
-            path += f".{part}"
-    return path
+    return fhirpath(ROOT, loc)
 
 
 def _structure(resource: dict[str, Any]) -> list[Issue]:

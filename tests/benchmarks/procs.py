@@ -7,16 +7,16 @@ agent); memory is VmHWM (peak RSS) / VmRSS of each worker.
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
-from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import requests
+
+from tests.support.services import stop_process_group
 
 ROOT = Path(__file__).resolve().parents[2]
 _TICK = os.sysconf("SC_CLK_TCK")
@@ -66,15 +66,7 @@ class Server:
 
     def stop(self, timeout: float = 15.0) -> None:
         """SIGTERM the process group (master, workers, children), then SIGKILL."""
-        proc = self.process
-        if proc.poll() is None:
-            with suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGTERM)
-            with suppress(subprocess.TimeoutExpired):
-                proc.wait(timeout)
-        with suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+        stop_process_group(self.process, timeout)
 
     # -- /proc -----------------------------------------------------------------------------
 

@@ -61,7 +61,11 @@ def _wait_http(service: Service, path: str, timeout: float) -> None:
 
 def stop(service: Service, timeout: float = 15.0) -> int | None:
     """SIGTERM the process group (gunicorn master, workers, children), then SIGKILL."""
-    proc = service.process
+    return stop_process_group(service.process, timeout)
+
+
+def stop_process_group(proc: subprocess.Popen[bytes], timeout: float = 15.0) -> int | None:
+    """SIGTERM a process group started with start_new_session, then SIGKILL what is left."""
     if proc.poll() is None:
         with suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGTERM)

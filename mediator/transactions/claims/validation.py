@@ -31,7 +31,7 @@ from mediator.fhir.elements import (
     text,
 )
 from mediator.fhir.outcome import Issue
-from mediator.fhir.parsing import parse_resource
+from mediator.fhir.parsing import fhirpath, parse_resource
 
 VISIT_TYPES = frozenset({"E", "R", "O"})
 SUPPORTING_INFO_CATEGORIES = frozenset({"guarantee", "explanation", "attachment"})
@@ -88,13 +88,7 @@ def claim_key(claim: dict[str, Any]) -> tuple[str, str]:
 
 
 def _fhirpath(loc: tuple[int | str, ...]) -> str:
-    path = "Claim"
-    for part in loc:
-        if isinstance(part, int):
-            path += f"[{part}]"
-        elif part != "__root__":
-            path += f".{part}"
-    return path
+    return fhirpath("Claim", loc)
 
 
 def _tolerated(error: dict[str, Any]) -> bool:
