@@ -34,6 +34,7 @@ class Forwarder:
         self.openhim = openhim
         self.owner = f"forwarder-{uuid.uuid4()}"
         self._next_purge = 0.0
+        self._orchestrations: dict[str, OrchestrationRecorder] = {}
 
     def run(self, stop: threading.Event) -> None:
         while not stop.is_set():
@@ -54,8 +55,9 @@ class Forwarder:
                 self._work_on(record)
             except Exception:  # one record's failure must not stop the others
                 log.exception("forwarding a claim failed", extra={"claim_code": record.claim_code})
-        for record in self.runtime.store.unsynced(BATCH):
-            self._report(record.id, None)
+        for record, transaction_id in self.runtime.store.due_reports(BATCH):
+            self._report(record, transaction_id, self._orchestrations.get(record.id))
+        self._orchestrations.clear()
         if now >= self._next_purge:
             self._next_purge = now + PURGE_EVERY_S
             purged = self.runtime.store.purge_finished(now - settings.claim_retention_days * 86400)
@@ -78,7 +80,8 @@ class Forwarder:
                     "upstream": recorder.summary(),
                 },
             )
-        self._report(record.id, recorder)
+        # Kept for this round's reports: the transaction shows the calls that settled the claim.
+        self._orchestrations[record.id] = recorder
 
     def _follow_adjudication(self, record: ClaimRecord, recorder: OrchestrationRecorder) -> None:
         claims = self.runtime.claims
@@ -93,37 +96,36 @@ class Forwarder:
         else:
             log.info("claim adjudicated", extra={"claim_code": record.claim_code, "outcome": record.outcome})
 
-    def _report(self, record_id: str, recorder: OrchestrationRecorder | None) -> None:
-        """Write a final result to the OpenHIM transaction that answered 202 (once)."""
-        record = self.runtime.store.get(record_id)
-        if (
-            record is None
-            or record.openhim_synced
-            or record.state not in (ClaimState.DONE, ClaimState.INVALID)
-        ):
-            return
-        if self.openhim is None or not record.openhim_tx_id:
-            self.runtime.store.mark_synced(record.id)
+    def _report(
+        self, record: ClaimRecord, transaction_id: str, recorder: OrchestrationRecorder | None
+    ) -> None:
+        """Write a final result to an OpenHIM transaction that was answered 202 (once)."""
+        if self.openhim is None:  # not registered: nobody to tell
+            self.runtime.store.reported(record.id, transaction_id)
             return
         answer = self.runtime.claims.recorded_answer(record)
         try:
             update_transaction(
                 self.openhim,
-                record.openhim_tx_id,
+                transaction_id,
                 answer.transaction_status,
                 answer.http_status,
                 {"Content-Type": "application/fhir+json; charset=utf-8", **answer.headers},
-                json.dumps(answer.body, separators=(",", ":")),
+                answer.encoded or json.dumps(answer.body, separators=(",", ":")),
                 recorder.orchestrations() if recorder else [],
             )
         except OpenHimError as exc:
             log.warning(
                 "OpenHIM transaction not updated yet",
-                extra={"claim_code": record.claim_code, "error": str(exc)},
+                extra={
+                    "claim_code": record.claim_code,
+                    "openhim_transaction": transaction_id,
+                    "error": str(exc),
+                },
             )
             return
-        self.runtime.store.mark_synced(record.id)
+        self.runtime.store.reported(record.id, transaction_id)
         log.info(
             "OpenHIM transaction updated",
-            extra={"claim_code": record.claim_code, "openhim_transaction": record.openhim_tx_id},
+            extra={"claim_code": record.claim_code, "openhim_transaction": transaction_id},
         )

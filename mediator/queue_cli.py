@@ -72,7 +72,6 @@ def _summary(record: ClaimRecord) -> dict[str, object]:
         "openimis_id": record.openimis_id,
         "last_error": record.last_error,
         "openhim_transaction": record.openhim_tx_id,
-        "openhim_updated": record.openhim_synced,
     }
 
 

@@ -43,9 +43,8 @@ class ClaimRecord:
     response_status: int | None = None
     response_body: str | None = None
     last_error: str | None = None
+    #: The OpenHIM transaction that brought the claim first (for operators).
     openhim_tx_id: str | None = None
-    #: False while the final result still has to be reported to the OpenHIM transaction.
-    openhim_synced: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -83,10 +82,13 @@ class ClaimStore(Protocol):
     def lease_due(self, now: float, lease_s: float, owner: str, limit: int) -> list[ClaimRecord]:
         """Take the records the forwarder must work on now (queued, stale, awaiting poll)."""
 
-    def unsynced(self, limit: int) -> list[ClaimRecord]:
-        """Finished records whose result still has to reach the OpenHIM transaction."""
+    def await_report(self, claim_id: str, transaction_id: str) -> None:
+        """An OpenHIM transaction was answered 202 for this claim: it gets the final result."""
 
-    def mark_synced(self, record_id: str) -> None: ...
+    def due_reports(self, limit: int) -> list[tuple[ClaimRecord, str]]:
+        """(finished claim, transaction id) pairs whose result still has to reach OpenHIM."""
+
+    def reported(self, claim_id: str, transaction_id: str) -> None: ...
 
     def retry_now(self, ident: str) -> bool: ...
 

@@ -47,13 +47,17 @@ CREATE TABLE IF NOT EXISTS claims (
     response_body TEXT,
     last_error TEXT,
     openhim_tx_id TEXT,
-    openhim_synced INTEGER NOT NULL DEFAULT 1,
     UNIQUE (claim_code, facility)
+);
+-- OpenHIM transactions answered 202 for a claim: each gets the final result once it is known.
+CREATE TABLE IF NOT EXISTS pending_reports (
+    claim_id TEXT NOT NULL,
+    transaction_id TEXT NOT NULL,
+    PRIMARY KEY (claim_id, transaction_id)
 );
 CREATE INDEX IF NOT EXISTS claims_due ON claims (state, next_attempt_at);
 CREATE INDEX IF NOT EXISTS claims_openimis_id ON claims (openimis_id);
 CREATE INDEX IF NOT EXISTS claims_updated ON claims (updated_at);
-CREATE INDEX IF NOT EXISTS claims_unsynced ON claims (openhim_synced) WHERE openhim_synced = 0;
 """
 
 _COLUMNS = (
@@ -75,7 +79,6 @@ _COLUMNS = (
     "response_body",
     "last_error",
     "openhim_tx_id",
-    "openhim_synced",
 )
 _SELECT = f"SELECT {', '.join(_COLUMNS)} FROM claims"
 _INSERT = f"INSERT INTO claims ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' for _ in _COLUMNS)})"
@@ -180,13 +183,17 @@ class SqliteClaimStore:
             finished=sum(counts.get(s, 0) for s in FINISHED_STATES),
         )
 
-    def unsynced(self, limit: int) -> list[ClaimRecord]:
+    def due_reports(self, limit: int) -> list[tuple[ClaimRecord, str]]:
         rows = (
             self._connection()
-            .execute(f"{_SELECT} WHERE openhim_synced = 0 ORDER BY updated_at LIMIT ?", (limit,))
+            .execute(
+                f"SELECT {', '.join('c.' + c for c in _COLUMNS)}, p.transaction_id FROM pending_reports p "
+                "JOIN claims c ON c.id = p.claim_id WHERE c.state IN (?, ?) LIMIT ?",
+                (*FINISHED_STATES, limit),
+            )
             .fetchall()
         )
-        return [_record(r) for r in rows]
+        return [(_record(r[:-1]), r[-1]) for r in rows]
 
     # -- writes ----------------------------------------------------------------------------
 
@@ -277,9 +284,19 @@ class SqliteClaimStore:
             db.execute("ROLLBACK")
             raise
 
-    def mark_synced(self, record_id: str) -> None:
+    def await_report(self, claim_id: str, transaction_id: str) -> None:
         with self._writing():
-            self._connection().execute("UPDATE claims SET openhim_synced = 1 WHERE id = ?", (record_id,))
+            self._connection().execute(
+                "INSERT OR IGNORE INTO pending_reports (claim_id, transaction_id) VALUES (?, ?)",
+                (claim_id, transaction_id),
+            )
+
+    def reported(self, claim_id: str, transaction_id: str) -> None:
+        with self._writing():
+            self._connection().execute(
+                "DELETE FROM pending_reports WHERE claim_id = ? AND transaction_id = ?",
+                (claim_id, transaction_id),
+            )
 
     def retry_now(self, ident: str) -> bool:
         """Make a waiting claim due now; a claim in flight (live lease) is left to its sender."""
@@ -302,7 +319,8 @@ class SqliteClaimStore:
     def purge_finished(self, before: float) -> int:
         with self._writing():
             cursor = self._connection().execute(
-                "DELETE FROM claims WHERE state IN (?, ?) AND updated_at < ? AND openhim_synced = 1",
+                "DELETE FROM claims WHERE state IN (?, ?) AND updated_at < ? "
+                "AND id NOT IN (SELECT claim_id FROM pending_reports)",
                 (*FINISHED_STATES, before),
             )
         return cursor.rowcount
@@ -311,8 +329,6 @@ class SqliteClaimStore:
 def _column_value(name: str, value: Any) -> Any:
     if name == "payload":
         return json.dumps(value, separators=(",", ":"))
-    if name == "openhim_synced":
-        return int(bool(value))
     if isinstance(value, ClaimState):
         return str(value)
     return value
@@ -326,5 +342,4 @@ def _record(row: tuple[Any, ...]) -> ClaimRecord:
     values = dict(zip(_COLUMNS, row, strict=True))
     values["payload"] = json.loads(values["payload"])
     values["state"] = ClaimState(values["state"])
-    values["openhim_synced"] = bool(values["openhim_synced"])
     return ClaimRecord(**values)

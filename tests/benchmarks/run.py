@@ -338,7 +338,6 @@ def prefill_store(db_path: Path, count: int, fx: dict[str, Any]) -> float:
                 response.replace(template, code),
                 None,
                 None,
-                1,
             )
 
     db = sqlite3.connect(db_path, isolation_level=None)
@@ -347,8 +346,8 @@ def prefill_store(db_path: Path, count: int, fx: dict[str, Any]) -> float:
     db.executemany(
         "INSERT INTO claims (id, claim_code, facility, content_hash, state, payload, created_at, updated_at,"
         " attempts, next_attempt_at, lease_until, lease_owner, openimis_id, outcome, response_status,"
-        " response_body, last_error, openhim_tx_id, openhim_synced)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        " response_body, last_error, openhim_tx_id)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         rows(),
     )
     db.execute("COMMIT")

@@ -144,6 +144,29 @@ def test_claims_through_the_router_positive_and_queued_completed_later(
     assert len([c for c in stored if c.get("code") == "HIM-HELD-1"]) == 1
 
 
+def test_a_rerun_of_a_held_claim_is_completed_too(openhim_core, registered, clean_sandbox):
+    requests.post(
+        clean_sandbox.url + "/_sandbox/faults", json={"fail_next": 10_000, "fail_status": 503}, timeout=5
+    )
+    claim = json.dumps(make_claim("HIM-RERUN-1"))
+    assert through_router(openhim_core, "POST", "/fhir/Claim", data=claim).status_code == 202
+    assert through_router(openhim_core, "POST", "/fhir/Claim", data=claim).status_code == 202  # a retry
+    requests.post(clean_sandbox.url + "/_sandbox/reset", timeout=5)
+
+    def both_final():
+        txs = [
+            t
+            for t in openhim_core.transactions()
+            if t.get("properties", {}).get("claim_code") == "HIM-RERUN-1"
+        ]
+        return len(txs) == 2 and all(t["status"] == "Successful" for t in txs) and txs
+
+    for tx in wait_until(both_final, timeout=60):
+        assert tx["response"]["status"] == 201
+    stored = requests.get(clean_sandbox.url + "/_sandbox/claims", timeout=5).json()["claims"]
+    assert len([c for c in stored if c.get("code") == "HIM-RERUN-1"]) == 1
+
+
 def test_console_change_reaches_every_worker_and_a_bad_value_is_refused(openhim_core, registered):
     urn = quote(URN, safe="")
     config = dict(mediator_record(openhim_core).get("config") or {})

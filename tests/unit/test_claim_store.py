@@ -81,8 +81,9 @@ def test_leases_give_stale_and_due_records_to_one_owner(store):
 def test_stats_and_retention(store):
     store.intake(record("Q1", state=ClaimState.QUEUED, last_error="openIMIS answered 503"))
     store.intake(record("D1", state=ClaimState.DONE))
-    unsynced = record("D2", state=ClaimState.DONE, openhim_synced=False)
+    unsynced = record("D2", state=ClaimState.DONE)
     store.intake(unsynced)
+    store.await_report(unsynced.id, "tx-answered-202")
     stats = store.stats(now=160.0)
     assert (stats.depth, stats.finished, stats.oldest_queued_age_s) == (1, 2, 60.0)
     assert stats.last_error == "openIMIS answered 503"
@@ -109,3 +110,15 @@ def test_retry_leaves_a_claim_in_flight_to_its_sender(store):
 def test_the_store_directory_is_private(tmp_path):
     SqliteClaimStore(tmp_path / "state" / "claims.sqlite3").intake(record())
     assert oct((tmp_path / "state").stat().st_mode & 0o777) == "0o700", "the -wal file holds claims too"
+
+
+def test_every_transaction_answered_202_is_reported_once_the_claim_is_final(store):
+    held = record("H1", state=ClaimState.QUEUED)
+    store.intake(held)
+    store.await_report(held.id, "tx-first")
+    store.await_report(held.id, "tx-rerun")
+    assert store.due_reports(10) == [], "nothing to report while the claim is not final"
+    store.finish(held.id, None, state=ClaimState.DONE)
+    assert sorted(tx for _, tx in store.due_reports(10)) == ["tx-first", "tx-rerun"]
+    store.reported(held.id, "tx-first")
+    assert [tx for _, tx in store.due_reports(10)] == ["tx-rerun"]

@@ -154,8 +154,14 @@ class ClaimSubmission:
                     ["Claim.identifier"],
                     outcome="conflict",
                 )
-            return self._replay(stored)
-        return self.deliver(record, recorder, first_attempt=True)
+            answer = self._replay(stored)
+        else:
+            answer = self.deliver(record, recorder, first_attempt=True)
+        if openhim_tx_id and answer.http_status == 202:
+            # This transaction stays "Processing" until the forwarder writes the final result to it
+            # (a console re-run or a retry through OpenHIM is a transaction of its own).
+            self.store.await_report(stored.id, openhim_tx_id)
+        return answer
 
     def _replay(self, record: ClaimRecord) -> ClaimAnswer:
         """The recorded answer of a claim already received (waiting briefly if it is in flight)."""
@@ -314,7 +320,6 @@ class ClaimSubmission:
             response_status=HTTP_STATUS[classified.outcome],
             response_body=_json(body).decode(),
             lease_until=0,
-            openhim_synced=not record.openhim_tx_id,
         )
         return body
 
@@ -329,7 +334,6 @@ class ClaimSubmission:
         state = (
             ClaimState.AWAITING_ADJUDICATION if classified.outcome == ClaimOutcome.QUEUED else ClaimState.DONE
         )
-        was_answered_queued = record.response_status == 202
         self._settle(
             record,
             record.lease_owner,
@@ -341,13 +345,11 @@ class ClaimSubmission:
             next_attempt_at=self._clock() + settings.adjudication_poll_interval,
             lease_until=0,
             last_error=None,
-            openhim_synced=not (record.openhim_tx_id and was_answered_queued and state == ClaimState.DONE),
         )
         return self._answer(record, body, classified)
 
     def _record_invalid(self, record: ClaimRecord, issues: list[Issue]) -> ClaimAnswer:
         outcome = operation_outcome(issues)
-        was_answered_queued = record.response_status == 202
         self._settle(
             record,
             record.lease_owner,
@@ -356,7 +358,6 @@ class ClaimSubmission:
             response_status=422,
             response_body=_json(outcome).decode(),
             lease_until=0,
-            openhim_synced=not (record.openhim_tx_id and was_answered_queued),
         )
         return self.recorded_answer(record)
 
