@@ -121,9 +121,17 @@ def start_agent() -> ChildProcess:
     return agent
 
 
+#: The embedded sandbox's demo password, also the default of OPENIMIS_PASSWORD.
+SANDBOX_PASSWORD = "admin123"
+
+
 def start_embedded_sandbox_if_needed(settings: Settings) -> EmbeddedSandbox | None:
     """With no OPENIMIS_URL, start the sandbox and point the workers (via the env) at it."""
     if not settings.uses_sandbox:
+        if settings.openimis_password.reveal() == SANDBOX_PASSWORD:
+            log.warning(
+                "OPENIMIS_URL is set but OPENIMIS_PASSWORD is the demo default: set the API user's password"
+            )
         return None
     sandbox = EmbeddedSandbox(settings.sandbox_host, settings.sandbox_port)
     sandbox.start()

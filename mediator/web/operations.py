@@ -30,7 +30,7 @@ def ready() -> tuple[Response, int]:
         "claims": rt.queue_status(),
         # What an operator can change in the console, as this worker has it in force.
         "config": {
-            param: getattr(settings, name)
+            param: _without_userinfo(getattr(settings, name))
             for param, name in settings.console_params().items()
             if not name.endswith("_password")
         },
@@ -38,3 +38,11 @@ def ready() -> tuple[Response, int]:
     if rt.config_error:
         body["config_error"] = rt.config_error
     return jsonify(body), 200 if openimis["ready"] else 503
+
+
+def _without_userinfo(value: object) -> object:
+    """A URL with `user:password@` in it shows neither."""
+    if isinstance(value, str) and "@" in value and "://" in value:
+        scheme, rest = value.split("://", 1)
+        return f"{scheme}://***@{rest.split('@', 1)[1]}" if "@" in rest.split("/", 1)[0] else value
+    return value
