@@ -112,15 +112,11 @@ class Settings:
     @property
     def tls_verify(self) -> bool | str:
         """The value `requests` takes for `verify` towards openIMIS: a CA bundle path, or a boolean."""
-        if not self.openimis_verify_tls:
-            return False
-        return self.openimis_ca_bundle or True
+        return _tls(self.openimis_verify_tls, self.openimis_ca_bundle)
 
     @property
     def openhim_tls_verify(self) -> bool | str:
-        if not self.openhim_verify_tls:
-            return False
-        return self.openhim_ca_bundle or True
+        return _tls(self.openhim_verify_tls, self.openhim_ca_bundle)
 
     @property
     def claim_store_file(self) -> Path:
@@ -157,6 +153,10 @@ class Settings:
     def console_params(self) -> dict[str, str]:
         """Console parameter name -> field name, for the settings editable in OpenHIM."""
         return {f.metadata["console"]: f.name for f in fields(self) if "console" in f.metadata}
+
+
+def _tls(verify: bool, ca_bundle: str) -> bool | str:
+    return (ca_bundle or True) if verify else False
 
 
 def load_settings(environ: Mapping[str, str] | None = None, defaults_file: Path = DEFAULTS_FILE) -> Settings:

@@ -83,14 +83,9 @@ def current_response(
         refreshed = submission.refresh_adjudication(client, record, recorder)
         if refreshed is not None:
             return refreshed
-    if record.state in (ClaimState.SENDING, ClaimState.QUEUED) or not record.response_body:
-        if record.state == ClaimState.QUEUED and record.response_body:
-            return json.loads(record.response_body)
-        return held_claim_response(record, "the claim is being delivered to openIMIS")
-    body = json.loads(record.response_body)
-    if record.state == ClaimState.INVALID:
-        return invalid_claim_response(record, body)
-    return body
+    if record.state == ClaimState.INVALID and record.response_body:
+        return invalid_claim_response(record, json.loads(record.response_body))
+    return submission.recorded_answer(record).body
 
 
 def invalid_claim_response(record: ClaimRecord, outcome: dict[str, Any]) -> dict[str, Any]:
