@@ -4,12 +4,15 @@ Writers take turns on a lock of their own (a thread lock, then a file lock share
 processes of the instance) rather than on SQLite's: a writer that finds SQLite busy sleeps for
 milliseconds, which under load costs far more than the write itself.
 
-WAL journal. The intake of a claim is committed with synchronous=FULL: a claim acknowledged to a
-facility survives a power cut. Later writes (results, retries) use synchronous=NORMAL, which
-survives any crash of the mediator but may lose the last commits on a power cut; that loss is
-recovered by design, since a claim whose result is missing is looked up in openIMIS again.
-Each thread has its own connection; multi-process writers serialise on SQLite's lock, and every
-state change is a single statement or an IMMEDIATE transaction, so there is no lost update.
+WAL journal, synchronous=NORMAL: every commit survives any crash of the mediator (the crash test
+kills it mid-claim), and a power cut may lose only the last commits. Where only the mediator can
+keep a promise, the commit is synchronous=FULL (fsynced) before the promise is made: a claim held
+for later delivery (answered 202, state QUEUED) and the OpenHIM transaction waiting for its
+result. Every other claim is in openIMIS's custody by the time the facility is answered; if a
+power cut loses its record, a resend is recognised by openIMIS ("already exists") and read back,
+so nothing is sent twice.
+Each thread has its own connection; every state change is a single statement or one
+transaction, so there is no lost update.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TextIO
 
+from mediator.store.group_commit import GroupCommit
 from mediator.store.records import FINISHED_STATES, ClaimRecord, ClaimState, QueueStats
 
 _SCHEMA = """
@@ -97,6 +101,8 @@ class SqliteClaimStore:
         self._lock_file: TextIO | None = None
         self._lock_pid = 0
         self._lock_path = self.path.with_name(self.path.name + ".writelock")
+        self._group: GroupCommit | None = None
+        self._group_pid = 0
         with self._writing():
             self._connection().executescript(_SCHEMA)
         os.chmod(self.path, 0o600)  # claims carry personal health data
@@ -113,6 +119,13 @@ class SqliteClaimStore:
             self._local.db = db
             self._pid = os.getpid()
         return db
+
+    def _batches(self) -> GroupCommit:
+        """Intakes and results of this process's threads, committed in shared transactions."""
+        if self._group is None or self._group_pid != os.getpid():
+            self._group = GroupCommit(self._writing, self._connection)
+            self._group_pid = os.getpid()
+        return self._group
 
     @contextmanager
     def _writing(self) -> Iterator[None]:
@@ -198,57 +211,27 @@ class SqliteClaimStore:
     # -- writes ----------------------------------------------------------------------------
 
     def intake(self, record: ClaimRecord) -> tuple[ClaimRecord, bool]:
-        db = self._connection()
-        with self._writing():
-            db.execute("PRAGMA synchronous=FULL")
-            try:
-                cursor = db.execute(_INSERT + " ON CONFLICT (claim_code, facility) DO NOTHING", _row(record))
-                if cursor.rowcount == 1:
-                    return record, True
-                return self._intake_existing(db, record)
-            finally:
-                db.execute("PRAGMA synchronous=NORMAL")
+        values = _row(record)  # encoded before joining a batch: other writers wait on the batch
 
-    def _intake_existing(self, db: sqlite3.Connection, record: ClaimRecord) -> tuple[ClaimRecord, bool]:
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            row = db.execute(
-                f"{_SELECT} WHERE claim_code = ? AND facility = ?", (record.claim_code, record.facility)
-            ).fetchone()
-            if row is not None:
-                existing = _record(row)
-                replaceable = (
-                    existing.state == ClaimState.INVALID and existing.content_hash != record.content_hash
-                )
-                if not replaceable:
-                    db.execute("COMMIT")
-                    return existing, False
-                db.execute("DELETE FROM claims WHERE id = ?", (existing.id,))
-            values = _row(record)
-            db.execute(
-                f"INSERT INTO claims ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' for _ in _COLUMNS)})",
-                values,
-            )
-            db.execute("COMMIT")
-            return record, True
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
+        def insert(db: sqlite3.Connection) -> tuple[ClaimRecord, bool]:
+            cursor = db.execute(_INSERT + " ON CONFLICT (claim_code, facility) DO NOTHING", values)
+            if cursor.rowcount == 1:
+                return record, True
+            return _intake_existing(db, record, values)
+
+        return self._batches().run(insert)
 
     def finish(self, record_id: str, lease_owner: str | None, **fields: Any) -> bool:
         fields.setdefault("updated_at", time.time())
         assignments = ", ".join(f"{name} = ?" for name in fields)
         values = [_column_value(name, value) for name, value in fields.items()]
         if lease_owner is None:
-            cursor = self._connection().execute(
-                f"UPDATE claims SET {assignments} WHERE id = ?", (*values, record_id)
-            )
+            sql, params = f"UPDATE claims SET {assignments} WHERE id = ?", (*values, record_id)
         else:
-            cursor = self._connection().execute(
-                f"UPDATE claims SET {assignments} WHERE id = ? AND lease_owner = ?",
-                (*values, record_id, lease_owner),
-            )
-        return cursor.rowcount == 1
+            sql = f"UPDATE claims SET {assignments} WHERE id = ? AND lease_owner = ?"
+            params = (*values, record_id, lease_owner)
+        held = fields.get("state") == ClaimState.QUEUED  # answered 202: in the mediator's custody
+        return self._batches().run(lambda db: db.execute(sql, params).rowcount == 1, durable=held)
 
     def lease_due(self, now: float, lease_s: float, owner: str, limit: int) -> list[ClaimRecord]:
         with self._writing():
@@ -285,11 +268,13 @@ class SqliteClaimStore:
             raise
 
     def await_report(self, claim_id: str, transaction_id: str) -> None:
-        with self._writing():
-            self._connection().execute(
+        self._batches().run(
+            lambda db: db.execute(
                 "INSERT OR IGNORE INTO pending_reports (claim_id, transaction_id) VALUES (?, ?)",
                 (claim_id, transaction_id),
-            )
+            ),
+            durable=True,
+        )
 
     def reported(self, claim_id: str, transaction_id: str) -> None:
         with self._writing():
@@ -324,6 +309,24 @@ class SqliteClaimStore:
                 (*FINISHED_STATES, before),
             )
         return cursor.rowcount
+
+
+def _intake_existing(
+    db: sqlite3.Connection, record: ClaimRecord, values: tuple[Any, ...]
+) -> tuple[ClaimRecord, bool]:
+    """The claim's key is taken: the stored claim, unless it was refused as invalid and this
+    is a corrected version (which replaces it)."""
+    row = db.execute(
+        f"{_SELECT} WHERE claim_code = ? AND facility = ?", (record.claim_code, record.facility)
+    ).fetchone()
+    if row is not None:
+        existing = _record(row)
+        replaceable = existing.state == ClaimState.INVALID and existing.content_hash != record.content_hash
+        if not replaceable:
+            return existing, False
+        db.execute("DELETE FROM claims WHERE id = ?", (existing.id,))
+    db.execute(_INSERT, values)
+    return record, True
 
 
 def _column_value(name: str, value: Any) -> Any:

@@ -1,0 +1,134 @@
+"""Group commit: the writes of concurrent requests of one process share one SQLite transaction.
+
+Under load every claim makes two writes (the intake, then the answer). Committed one by one,
+each write takes the instance's write lock and a commit of its own, and the threads of both
+workers queue on that lock. Here the first thread to arrive leads: it takes the lock once for
+every write waiting at that moment, runs them in one transaction and wakes their threads. Alone,
+a thread leads itself at once and pays nothing extra; under load, one commit (and, when a write
+in the batch must be durable, one fsync) serves a whole batch.
+
+A write that fails rolls back alone (a savepoint each), so it never takes its neighbours down;
+a commit that fails fails every write of its batch, none of which is then in the store.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from typing import Any, Generic, TypeVar
+
+T = TypeVar("T")
+#: A leader serves this many batches at most before handing the lead to a waiting thread, so that
+#: no request waits long behind the writes of others.
+MAX_BATCHES_PER_LEADER = 4
+
+
+class Write(Generic[T]):
+    """One write waiting for its batch: a function of the batch's connection."""
+
+    __slots__ = ("apply", "done", "durable", "error", "lead", "result")
+
+    def __init__(self, apply: Callable[[sqlite3.Connection], T], durable: bool) -> None:
+        self.apply = apply
+        self.durable = durable
+        self.result: T | None = None
+        self.error: BaseException | None = None
+        self.done: threading.Event | None = None  # created only when the write has to wait
+        self.lead = False
+
+    def outcome(self) -> T:
+        if self.error is not None:
+            raise self.error
+        return self.result  # type: ignore[return-value]
+
+
+class GroupCommit:
+    """Batches the writes of one process's threads; `lock()` is the instance-wide write lock."""
+
+    def __init__(
+        self,
+        lock: Callable[[], AbstractContextManager[None]],
+        connection: Callable[[], sqlite3.Connection],
+    ) -> None:
+        self._lock = lock
+        self._connection = connection
+        self._mutex = threading.Lock()
+        self._waiting: list[Write[Any]] = []
+        self._leading = False
+
+    def run(self, apply: Callable[[sqlite3.Connection], T], durable: bool = False) -> T:
+        """Run `apply` in a committed transaction (synchronous=FULL if `durable`); its result."""
+        write: Write[T] = Write(apply, durable)
+        with self._mutex:
+            self._waiting.append(write)
+            if self._leading:
+                write.done = threading.Event()
+            else:
+                self._leading = True
+        if write.done is not None:
+            write.done.wait()
+            if not write.lead:
+                return write.outcome()
+        self._lead()
+        return write.outcome()
+
+    def _lead(self) -> None:
+        for _ in range(MAX_BATCHES_PER_LEADER):
+            with self._mutex:
+                batch, self._waiting = self._waiting, []
+                if not batch:
+                    self._leading = False
+                    return
+            self._commit(batch)
+        with self._mutex:
+            if not self._waiting:
+                self._leading = False
+                return
+            successor = self._waiting[0]
+        # Still leading (`_leading` stays set): the first waiting thread takes over.
+        successor.lead = True
+        assert successor.done is not None
+        successor.done.set()
+
+    def _commit(self, batch: list[Write[Any]]) -> None:
+        db = self._connection()
+        durable = any(w.durable for w in batch)
+        try:
+            with self._lock():
+                if durable:
+                    db.execute("PRAGMA synchronous=FULL")
+                try:
+                    _transaction(db, batch)
+                finally:
+                    if durable:
+                        db.execute("PRAGMA synchronous=NORMAL")
+        except BaseException as exc:  # the commit failed: nothing of the batch is stored
+            for write in batch:
+                if write.error is None:
+                    write.error = exc
+        for write in batch:
+            if write.done is not None and not write.lead:
+                write.done.set()
+
+
+def _transaction(db: sqlite3.Connection, batch: list[Write[Any]]) -> None:
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        if len(batch) == 1:
+            # Alone in its transaction: if it fails, the transaction's rollback is its own.
+            batch[0].result = batch[0].apply(db)
+        else:
+            for write in batch:
+                db.execute("SAVEPOINT write")
+                try:
+                    write.result = write.apply(db)
+                except Exception as exc:
+                    db.execute("ROLLBACK TO write")
+                    write.error = exc
+                db.execute("RELEASE write")
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
