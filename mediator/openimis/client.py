@@ -93,6 +93,10 @@ class OpenImisClient:
         adapter = HTTPAdapter(pool_connections=2, pool_maxsize=settings.openimis_pool_size)
         self._session.mount("http://", adapter)
         self._session.mount("https://", adapter)
+        # Calls go straight to the session's pooled adapter: openIMIS is called with a bearer
+        # token, never redirects us, and sets no cookie we need, so the session's per-call merging
+        # of settings, cookie jar and hooks (a fifth of the client's CPU) buys nothing.
+        self._adapter = self._session.get_adapter(self.base)
         # The environment (proxies, REQUESTS_CA_BUNDLE) is read once here, not on every call as
         # requests does by default (a scan of os.environ that cost 12 % of a claim).
         self._session.trust_env = False
@@ -220,16 +224,9 @@ class OpenImisClient:
         started = time.time()
         call = UpstreamCall(name, method, url, headers, body, started, started)
         try:
-            r = self._session.request(
-                method,
-                url,
-                params=params,
-                data=body,
-                headers=headers,
-                timeout=self._timeout,
-                verify=self._verify,
-                proxies=self._proxies,
-                allow_redirects=False,
+            prepared = requests.Request(method, url, headers=headers, data=body, params=params).prepare()
+            r = self._adapter.send(
+                prepared, timeout=self._timeout, verify=self._verify, proxies=self._proxies
             )
         except requests.Timeout as exc:
             call.ended, call.error = time.time(), f"timeout: {type(exc).__name__}"
