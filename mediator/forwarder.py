@@ -10,12 +10,12 @@ original OpenHIM transaction when the mediator is registered.
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
 import uuid
 
+from mediator.jsontext import compact_json
 from mediator.openhim.api import OpenHimApi, OpenHimError
 from mediator.openhim.orchestrations import OrchestrationRecorder
 from mediator.openhim.transactions import update_transaction
@@ -111,7 +111,7 @@ class Forwarder:
                 answer.transaction_status,
                 answer.http_status,
                 {"Content-Type": "application/fhir+json; charset=utf-8", **answer.headers},
-                answer.encoded or json.dumps(answer.body, separators=(",", ":")),
+                answer.encoded or compact_json(answer.body),
                 recorder.orchestrations() if recorder else [],
             )
         except OpenHimError as exc:

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from enum import StrEnum
 from typing import Any
 
+from mediator.jsontext import compact_json
 from mediator.openhim.orchestrations import iso_now
 
 OPENHIM_CONTENT_TYPE = "application/json+openhim"
@@ -62,4 +63,4 @@ def build_envelope(
     }
     if error:
         envelope["error"] = {"message": error}
-    return json.dumps(envelope, separators=(",", ":"))
+    return compact_json(envelope)

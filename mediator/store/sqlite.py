@@ -28,6 +28,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TextIO
 
+from mediator.jsontext import compact_json
 from mediator.store.group_commit import GroupCommit
 from mediator.store.records import FINISHED_STATES, ClaimRecord, ClaimState, QueueStats
 
@@ -331,7 +332,7 @@ def _intake_existing(
 
 def _column_value(name: str, value: Any) -> Any:
     if name == "payload":
-        return json.dumps(value, separators=(",", ":"))
+        return compact_json(value)
     if isinstance(value, ClaimState):
         return str(value)
     return value

@@ -7,7 +7,6 @@ request happens here, in one place.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 import uuid
@@ -19,6 +18,7 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from mediator.fhir.media import FHIR_JSON, accepts_fhir_json, is_fhir_json_body
 from mediator.fhir.outcome import FhirError, Issue, operation_outcome
+from mediator.jsontext import compact_json
 from mediator.logs import transaction_id
 from mediator.openhim.envelope import (
     OPENHIM_CONTENT_TYPE,
@@ -74,11 +74,7 @@ def fhir_answer(
     resource: dict[str, Any] | str, status: int = 200, headers: dict[str, str] | None = None
 ) -> Response:
     """A FHIR JSON response; `resource` may come already encoded (a recorded answer)."""
-    body = (
-        resource
-        if isinstance(resource, str)
-        else json.dumps(resource, separators=(",", ":"), ensure_ascii=False)
-    )
+    body = resource if isinstance(resource, str) else compact_json(resource)
     response = Response(body, status=status, content_type=f"{FHIR_JSON}; charset=utf-8")
     for name, value in (headers or {}).items():
         response.headers[name] = value

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mediator.fhir.outcome import FhirError, Issue, operation_outcome
+from mediator.jsontext import compact_json
 from mediator.openhim.envelope import TransactionStatus
 from mediator.openhim.orchestrations import OrchestrationRecorder, iso_now
 from mediator.openimis.client import OpenImisClient, UpstreamResponse
@@ -84,7 +85,7 @@ class ClaimAnswer:
 
 
 def content_hash(claim: dict[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(claim, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+    return hashlib.sha256(compact_json(claim, sort_keys=True).encode()).hexdigest()
 
 
 class ClaimSubmission:
@@ -539,4 +540,4 @@ def _openimis_id(claim_response: dict[str, Any]) -> str | None:
 
 
 def _json(value: Any) -> bytes:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+    return compact_json(value).encode()
