@@ -56,6 +56,13 @@ class UpstreamResponse:
         except ValueError:
             raise OpenImisBroken(f"openIMIS answered {self.status} with a body that is not JSON") from None
 
+    def text(self) -> str | None:
+        """The body as UTF-8 text, None if it is not."""
+        try:
+            return self.content.decode("utf-8")
+        except UnicodeDecodeError:
+            return None
+
     def outcome_messages(self) -> list[str]:
         """The messages of an OperationOutcome body, or [] if the body is not one."""
         try:

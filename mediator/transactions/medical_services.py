@@ -18,7 +18,7 @@ from mediator.fhir.outcome import FhirError, Issue
 from mediator.openhim.orchestrations import OrchestrationRecorder
 from mediator.openimis.client import OpenImisClient
 from mediator.openimis.errors import OpenImisBroken
-from mediator.openimis.quirks import rewrite_bundle, searchset
+from mediator.openimis.quirks import bundle_urls, rewrite_bundle, rewritten_text, searchset
 from mediator.openimis.reads import find_by_identifier, read_resource
 from mediator.transactions.catalogue import Catalogue
 
@@ -39,6 +39,13 @@ class MasterData(StrEnum):
     @property
     def label(self) -> str:
         return "medical services" if self is MasterData.SERVICES else "medical items"
+
+
+@dataclass(frozen=True)
+class SearchAnswer:
+    bundle: dict[str, Any]
+    #: `bundle` as text when it is openIMIS's own page with its links rewritten: answered as is.
+    encoded: str | None = None
 
 
 @dataclass(frozen=True)
@@ -90,7 +97,7 @@ def search(
     recorder: OrchestrationRecorder,
     public_base: str,
     catalogue: Catalogue | None = None,
-) -> dict[str, Any]:
+) -> SearchAnswer:
     """Search a catalogue: from the cached copy when there is one, else from openIMIS.
 
     `_lastUpdated` searches always go to openIMIS: the copy does not know when openIMIS
@@ -99,17 +106,20 @@ def search(
     request = parse_search(params)
     self_link = f"{public_base}/{kind}" + (f"?{request.self_query}" if request.self_query else "")
     if catalogue is not None and "_lastUpdated" not in request.upstream_params:
-        return _search_cached(catalogue, kind, request, public_base, self_link)
+        return SearchAnswer(_search_cached(catalogue, kind, request, public_base, self_link))
     if request.identifier is not None:
         found = _find_by_identifier(client, kind, request.identifier, recorder)
-        return searchset([found] if found else [], public_base, self_link)
+        return SearchAnswer(searchset([found] if found else [], public_base, self_link))
     response = client.get(f"{kind}/", recorder, f"openIMIS {kind.label} list", params=request.upstream_params)
     if not response.ok:
         raise OpenImisBroken(f"openIMIS {kind} list answered {response.status}")
     bundle = response.json()
     if not isinstance(bundle, dict) or bundle.get("resourceType") != "Bundle":
         raise OpenImisBroken(f"openIMIS {kind} list is not a Bundle")
-    return rewrite_bundle(bundle, public_base, SEARCH_PARAMS)
+    upstream_urls = bundle_urls(bundle)
+    rewrite_bundle(bundle, public_base, SEARCH_PARAMS)
+    text = response.text()
+    return SearchAnswer(bundle, rewritten_text(text, upstream_urls, bundle, public_base) if text else None)
 
 
 def read(

@@ -25,12 +25,12 @@ def search_master_data(resource_type: str) -> Response:
     kind = MasterData(resource_type)
     catalogue = rt.catalogue()
     params = list(request.args.items(multi=True))
-    bundle = medical_services.search(
+    answer = medical_services.search(
         rt.openimis, kind, params, ctx.recorder, rt.settings.public_base_url, catalogue
     )
-    ctx.properties.update({"transaction": f"{kind.label} search", "total": bundle.get("total")})
+    ctx.properties.update({"transaction": f"{kind.label} search", "total": answer.bundle.get("total")})
     _note_source(ctx.properties, catalogue, answered_from_cache=not ctx.recorder.calls)
-    return fhir_answer(bundle)
+    return fhir_answer(answer.encoded or answer.bundle)
 
 
 @fhir.get("/<any(ActivityDefinition, Medication):resource_type>/<ident>")
