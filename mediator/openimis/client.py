@@ -8,6 +8,7 @@ retrying; a 401 on a resource call refreshes the token once, never more.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -231,7 +232,7 @@ class OpenImisClient:
         started = time.time()
         call = UpstreamCall(name, method, url, headers, body, started, started)
         try:
-            prepared = requests.Request(method, url, headers=headers, data=body, params=params).prepare()
+            prepared = _prepare(method, url, headers, body, params)
             r = self._adapter.send(
                 prepared, timeout=self._timeout, verify=self._verify, proxies=self._proxies
             )
@@ -250,6 +251,30 @@ class OpenImisClient:
         call.response_body = r.content
         recorder.record(call)
         return UpstreamResponse(r.status_code, r.headers, r.content)
+
+
+def _prepare(
+    method: str, url: str, headers: dict[str, str], body: bytes | None, params: Mapping[str, str] | None
+) -> requests.PreparedRequest:
+    """What `requests.Request(...).prepare()` builds for these calls, with the URL prepared once
+    per distinct URL (parsing, IDNA and quoting: a tenth of a call's CPU)."""
+    prepared = requests.PreparedRequest()
+    prepared.prepare_method(method)
+    prepared.url = _prepared_url(url, tuple(params.items()) if params else ())
+    prepared.prepare_headers(headers)
+    if body is not None:
+        prepared.body = body
+        prepared.headers["Content-Length"] = str(len(body))
+    elif method not in ("GET", "HEAD"):
+        prepared.headers["Content-Length"] = "0"
+    return prepared
+
+
+@functools.lru_cache(maxsize=1024)
+def _prepared_url(url: str, query: tuple[tuple[str, str], ...]) -> str:
+    prepared = requests.PreparedRequest()
+    prepared.prepare_url(url, list(query))
+    return str(prepared.url)
 
 
 def _verify(setting: bool | str) -> bool | str:

@@ -8,6 +8,7 @@ import responses
 from responses import matchers
 
 from mediator.openhim.orchestrations import OrchestrationRecorder
+from mediator.openimis import client as client_module
 from mediator.openimis.client import OpenImisClient
 from mediator.openimis.errors import (
     OpenImisLoginRefused,
@@ -188,3 +189,21 @@ def test_fixed_credentials_may_log_in_at_once(client, clock, settings):
     responses.replace(responses.POST, BASE + "login/", json={"token": JWT_1, "exp": clock.now + 86400})
     responses.get(BASE + "Medication/", json={})
     assert fixed.get("Medication/", OrchestrationRecorder(), "list").ok
+
+
+@pytest.mark.parametrize(
+    ("method", "body", "params"),
+    [
+        ("POST", b'{"resourceType":"Claim"}', None),
+        ("GET", None, {"_count": "10", "page-offset": "2"}),
+        ("GET", None, {"identifier": "Code|A 1/é&x=y"}),
+        ("GET", None, None),
+    ],
+)
+def test_calls_are_prepared_as_requests_itself_prepares_them(method, body, params):
+    url = "http://openimis.example:8000/api/api_fhir_r4/Medication/"
+    headers = {"Accept": "application/json", "Authorization": "Bearer t"}
+    ours = client_module._prepare(method, url, headers, body, params)
+    theirs = requests.Request(method, url, headers=headers, data=body, params=params).prepare()
+    assert (ours.method, ours.url, ours.body) == (theirs.method, theirs.url, theirs.body)
+    assert dict(ours.headers) == dict(theirs.headers)
