@@ -76,7 +76,7 @@ def main() -> int:
         spies = [
             subprocess.Popen(
                 [
-                    *(py_spy, "record", "--gil", "--nonblocking", "--format", "raw", "-r", "250"),
+                    *(py_spy, "record", "--gil", "--format", "raw", "-r", "250"),
                     *("-d", str(int(args.seconds)), "-p", str(pid), "-o", str(out)),
                 ],
                 stdout=subprocess.DEVNULL,
