@@ -58,6 +58,7 @@ class Forwarder:
         for record, transaction_id in self.runtime.store.due_reports(BATCH):
             self._report(record, transaction_id, self._orchestrations.get(record.id))
         self._orchestrations.clear()
+        self.runtime.store.checkpoint()
         if now >= self._next_purge:
             self._next_purge = now + PURGE_EVERY_S
             purged = self.runtime.store.purge_finished(now - settings.claim_retention_days * 86400)

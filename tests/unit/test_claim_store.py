@@ -122,3 +122,17 @@ def test_every_transaction_answered_202_is_reported_once_the_claim_is_final(stor
     assert sorted(tx for _, tx in store.due_reports(10)) == ["tx-first", "tx-rerun"]
     store.reported(held.id, "tx-first")
     assert [tx for _, tx in store.due_reports(10)] == ["tx-rerun"]
+
+
+def test_requests_leave_checkpoints_to_the_agent(store):
+    """A commit never copies the WAL into the database file itself (a stall of milliseconds,
+    with an fsync, under the write lock); the agent's `checkpoint` does, without blocking."""
+    db_file = store.path
+    size_before = db_file.stat().st_size
+    for i in range(300):  # ~3,000 WAL pages: SQLite's default would have checkpointed twice
+        claim, _ = store.intake(record(code=f"C{i}", content="x" * 2000))
+        store.finish(claim.id, None, state=ClaimState.DONE, response_body="y" * 4000)
+    assert db_file.stat().st_size == size_before, "a request-path commit checkpointed"
+    store.checkpoint()
+    assert db_file.stat().st_size > size_before + 300 * 2000
+    assert store.get("id-C299-HF1-" + "x" * 2000).state == ClaimState.DONE
