@@ -453,7 +453,17 @@ class OpenHimCore:
         headers = dict(kw.pop("headers", None) or {})
         if token_auth:
             headers.update(self.token_headers())
-        return self._request(method, self.api_url + path, json=json, headers=headers, **kw)
+        try:
+            return self._request(method, self.api_url + path, json=json, headers=headers, **kw)
+        except requests.ConnectionError:
+            if method != "GET":
+                raise
+            # Core 4.0.5 sometimes drops a pooled keep-alive connection (or restarts its worker):
+            # a read is safe to send again, with fresh token headers.
+            time.sleep(1.0)
+            if token_auth:
+                headers.update(self.token_headers())
+            return self._request(method, self.api_url + path, json=json, headers=headers, **kw)
 
     def router(self, method: str, path: str, *, https: bool = False, **kw: Any) -> requests.Response:
         """Send a request through the router; retry once on a refused/reset connection
