@@ -7,11 +7,11 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from typing import Any
 from urllib.parse import parse_qsl, unquote_plus, urlencode, urlsplit
 
+from mediator.jsontext import compact_json
 from mediator.openhim.orchestrations import iso_now
 
 
@@ -93,10 +93,10 @@ def rewritten_text(
             continue
         if not isinstance(old, str) or not isinstance(new, str):
             return None
-        quoted = _json_string(old)
+        quoted = compact_json(old)
         if text.count(quoted) != 1:
             return None
-        text = text.replace(quoted, _json_string(new))
+        text = text.replace(quoted, compact_json(new))
     changed = [(old, new) for old, new in zip(upstream_full_urls, full_urls, strict=True) if old != new]
     if not changed:
         return text
@@ -111,14 +111,10 @@ def rewritten_text(
         old_prefixes.add(old[: len(old) - len(type_and_id)])
     if len(old_prefixes) != 1:
         return None
-    opening = _json_string(old_prefixes.pop())[:-1]  # the opening quote and the prefix
+    opening = compact_json(old_prefixes.pop())[:-1]  # the opening quote and the prefix
     if text.count(opening) != len(changed):
         return None
-    return text.replace(opening, _json_string(new_prefix)[:-1])
-
-
-def _json_string(value: str) -> str:
-    return json.dumps(value, ensure_ascii=False)
+    return text.replace(opening, compact_json(new_prefix)[:-1])
 
 
 _NOT_FOUND_HINTS = (

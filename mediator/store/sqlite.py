@@ -91,6 +91,7 @@ _FALLBACK_CHECKPOINT_PAGES = 10_000
 _WAL_SIZE_LIMIT_BYTES = 64 * 1024 * 1024
 _SELECT = f"SELECT {', '.join(_COLUMNS)} FROM claims"
 _INSERT = f"INSERT INTO claims ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' for _ in _COLUMNS)})"
+_INSERT_NEW = _INSERT + " ON CONFLICT (claim_code, facility) DO NOTHING"
 
 
 class SqliteClaimStore:
@@ -223,7 +224,7 @@ class SqliteClaimStore:
         values = _row(record)  # encoded before joining a batch: other writers wait on the batch
 
         def insert(db: sqlite3.Connection) -> tuple[ClaimRecord, bool]:
-            cursor = db.execute(_INSERT + " ON CONFLICT (claim_code, facility) DO NOTHING", values)
+            cursor = db.execute(_INSERT_NEW, values)
             if cursor.rowcount == 1:
                 return record, True
             return _intake_existing(db, record, values)

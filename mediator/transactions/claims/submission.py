@@ -209,7 +209,7 @@ class ClaimSubmission:
                 # Another sender took the claim over (its lease had expired): it is theirs now.
                 current = self.store.get(record.id) or record
                 return self.recorded_answer(current)
-            response = client.post("Claim/", _json(claim), recorder, "openIMIS claim submit")
+            response = client.post("Claim/", compact_json(claim).encode(), recorder, "openIMIS claim submit")
             if response.ok:
                 return self._record_classified(record, self._claim_response(response))
             return self._upstream_refusal(client, record, response, recorder)
@@ -319,7 +319,7 @@ class ClaimSubmission:
             state=ClaimState.DONE,
             outcome=str(classified.outcome),
             response_status=HTTP_STATUS[classified.outcome],
-            response_body=_json(body).decode(),
+            response_body=compact_json(body),
             lease_until=0,
         )
         return body
@@ -342,7 +342,7 @@ class ClaimSubmission:
             openimis_id=openimis_id,
             outcome=str(classified.outcome),
             response_status=HTTP_STATUS[classified.outcome],
-            response_body=_json(body).decode(),
+            response_body=compact_json(body),
             next_attempt_at=self._clock() + settings.adjudication_poll_interval,
             lease_until=0,
             last_error=None,
@@ -357,7 +357,7 @@ class ClaimSubmission:
             state=ClaimState.INVALID,
             outcome="invalid",
             response_status=422,
-            response_body=_json(outcome).decode(),
+            response_body=compact_json(outcome),
             lease_until=0,
         )
         return self.recorded_answer(record)
@@ -377,7 +377,7 @@ class ClaimSubmission:
             state=ClaimState.QUEUED,
             outcome="queued",
             response_status=202,
-            response_body=_json(body).decode(),
+            response_body=compact_json(body),
             next_attempt_at=self._clock() + delay,
             lease_until=0,
             last_error=reason,
@@ -537,7 +537,3 @@ def _openimis_id(claim_response: dict[str, Any]) -> str | None:
         if "UUID" in codes and ident.get("value"):
             return str(ident["value"])
     return claim_response.get("id")
-
-
-def _json(value: Any) -> bytes:
-    return compact_json(value).encode()
