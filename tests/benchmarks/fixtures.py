@@ -8,6 +8,7 @@ written to a JSON file that `tests.benchmarks.upstream` serves as fixed bodies.
 from __future__ import annotations
 
 import json
+import random
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +41,28 @@ def eligibility_request() -> dict[str, Any]:
             },
         ],
     }
+
+
+#: Claims differ as a facility's claims do: insuree, visit day, diagnoses, quantities.
+CLAIM_VARIANTS = 256
+DIAGNOSES = ("B54", "A09", "J06", "J18", "B50", "K29", "N39", "L08", "H10", "A01", "R50", "O80")
+
+
+def claim_variants() -> list[str]:
+    """Claims of one facility (its catalogue's service A1 and item 0004, as the upstream's
+    ClaimResponse has them), each with a placeholder for a unique code."""
+    from tests.sandbox.helpers import make_claim
+
+    rng = random.Random(6)
+    variants = []
+    for _ in range(CLAIM_VARIANTS):
+        day = f"2024-05-{rng.randint(1, 30):02d}"
+        lines = [("service", "A1", rng.randint(1, 2), 10.0), ("item", "0004", rng.randint(1, 4), 10.0)]
+        icd = rng.sample(DIAGNOSES, rng.randint(1, 2))
+        insuree = f"Patient/{rng.randint(100_000_000, 100_000_120):09d}"
+        claim = make_claim(CODE_PLACEHOLDER, patient=insuree, lines=lines, day=day, icd=icd)
+        variants.append(json.dumps(claim, separators=(",", ":")))
+    return variants
 
 
 def build(path: Path) -> dict[str, Any]:
@@ -79,6 +102,7 @@ def build(path: Path) -> dict[str, Any]:
         "eligibility_status": eligibility.status_code,  # openIMIS answers 201
         # What the load generator sends (the claim with a placeholder for a unique code).
         "claim_request": json.dumps(make_claim(CODE_PLACEHOLDER), separators=(",", ":")),
+        "claim_requests": claim_variants(),
         "eligibility_request": json.dumps(eligibility_request(), separators=(",", ":")),
     }
     path.write_text(json.dumps(fixtures), encoding="utf-8")

@@ -18,6 +18,7 @@ import socket
 import threading
 import time
 import uuid
+import zlib
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from multiprocessing import get_context
@@ -40,6 +41,8 @@ class Plan:
     method: str
     path: str
     body: bytes | None = None
+    #: Bodies to choose from, one per request (instead of `body`).
+    bodies: tuple[bytes, ...] = ()
     #: Replace this placeholder in the body by a code unique to the request (claim codes).
     placeholder: bytes | None = None
     #: Send `X-OpenHIM-TransactionID` (a unique id) and expect the OpenHIM envelope back.
@@ -49,7 +52,9 @@ class Plan:
     expect_type: str | None = None
 
     def render(self, unique: str) -> bytes:
-        body = self.body or b""
+        body = (
+            self.bodies[zlib.crc32(unique.encode()) % len(self.bodies)] if self.bodies else self.body or b""
+        )
         if self.placeholder is not None:
             body = body.replace(self.placeholder, unique.encode())
         head = [
@@ -58,7 +63,7 @@ class Plan:
             "Accept: application/fhir+json",
             "User-Agent: openimis-mediator-benchmark",
         ]
-        if self.body is not None:
+        if self.body is not None or self.bodies:
             head += [f"Content-Type: {self.content_type}", f"Content-Length: {len(body)}"]
         if self.openhim:
             head.append(f"X-OpenHIM-TransactionID: {unique}")

@@ -76,7 +76,7 @@ class Config:
 def plan_for(family: str, config: Config, fx: dict[str, Any]) -> Plan:
     host, port = "127.0.0.1", config.server.port
     direct = config.kind == "upstream"
-    claim_body = fx["claim_request"].encode()
+    claim_bodies = tuple(text.encode() for text in fx["claim_requests"])
     placeholder = fixtures_mod.CODE_PLACEHOLDER.encode()
     if family == "search":
         path = f"{UPSTREAM_BASE}Medication/?_count=10" if direct else "/fhir/Medication?_count=10"
@@ -87,7 +87,7 @@ def plan_for(family: str, config: Config, fx: dict[str, Any]) -> Plan:
             port,
             "POST",
             f"{UPSTREAM_BASE}Claim/" if direct else "/fhir/Claim",
-            body=claim_body,
+            bodies=claim_bodies,
             placeholder=placeholder,
             openhim=family == "claim-openhim" and config.kind == "mediator",
             content_type="application/json" if direct else "application/fhir+json",

@@ -41,6 +41,7 @@ from mediator.transactions.claims.classification import (
     ClassifiedResponse,
     classify,
 )
+from mediator.transactions.claims.known_elements import CanonicalClaim, KnownElements, canonical_claim
 from mediator.transactions.claims.normalise import (
     ItemRef,
     NormalisedClaim,
@@ -84,8 +85,10 @@ class ClaimAnswer:
     encoded: str | None = None
 
 
-def content_hash(claim: dict[str, Any]) -> str:
-    return hashlib.sha256(compact_json(claim, sort_keys=True).encode()).hexdigest()
+def content_hash(claim: dict[str, Any] | CanonicalClaim) -> str:
+    """SHA-256 of the claim's canonical JSON: what tells a resend from a new claim under one code."""
+    canon = claim if isinstance(claim, CanonicalClaim) else canonical_claim(claim)
+    return hashlib.sha256(canon.text.encode()).hexdigest()
 
 
 class ClaimSubmission:
@@ -103,12 +106,14 @@ class ClaimSubmission:
         self._settings = settings
         self._clock = clock
         self._insurees = InsureeNumbers()
+        self._known_elements = KnownElements()
 
     # -- the facility's submission ---------------------------------------------------------
 
     def submit(self, body: bytes, recorder: OrchestrationRecorder, openhim_tx_id: str | None) -> ClaimAnswer:
         claim = parse_claim(body)
-        issues = validate_claim(claim)
+        canon = canonical_claim(claim)
+        issues = validate_claim(claim, self._known_elements, canon)
         if issues:
             raise FhirError(422, issues, outcome="invalid-claim")
         use = claim.get("use", "claim")
@@ -128,7 +133,7 @@ class ClaimSubmission:
             id=str(uuid.uuid4()),
             claim_code=code,
             facility=facility,
-            content_hash=content_hash(claim),
+            content_hash=content_hash(canon),
             state=ClaimState.SENDING,
             payload={
                 "claim": normalised.claim,

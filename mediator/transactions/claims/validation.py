@@ -32,6 +32,7 @@ from mediator.fhir.elements import (
 )
 from mediator.fhir.outcome import Issue
 from mediator.fhir.parsing import fhirpath, parse_resource
+from mediator.transactions.claims.known_elements import CanonicalClaim, KnownElements, canonical_claim
 
 VISIT_TYPES = frozenset({"E", "R", "O"})
 SUPPORTING_INFO_CATEGORIES = frozenset({"guarantee", "explanation", "attachment"})
@@ -41,6 +42,9 @@ MAX_DIAGNOSES = 5
 #: dateTime with a time but no zone: invalid FHIR, but openIMIS emits it itself (contained
 #: resources of its own fixtures) and parses it fine, so a claim is not refused for it.
 _NAIVE_DATETIME = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d+)?)?$")
+#: FHIR requires Claim.insurance, openIMIS does not read it (the insuree's policies decide
+#: coverage) and its own sample claims omit it: a claim without it is validated as if it had this.
+_UNSTATED_INSURANCE = ({"sequence": 1, "focal": True, "coverage": {"display": "not stated"}},)
 
 
 def parse_claim(body: bytes) -> dict[str, Any]:
@@ -48,9 +52,14 @@ def parse_claim(body: bytes) -> dict[str, Any]:
     return parse_resource(body, "Claim")
 
 
-def validate_claim(claim: dict[str, Any]) -> list[Issue]:
-    """Every problem of the claim, structural and openIMIS profile, at once (empty list = valid)."""
-    issues = _structure(claim)
+def validate_claim(
+    claim: dict[str, Any], known: KnownElements | None = None, canon: CanonicalClaim | None = None
+) -> list[Issue]:
+    """Every problem of the claim, structural and openIMIS profile, at once (empty list = valid).
+
+    With `known`, elements validated in earlier claims are not validated again (same outcome).
+    """
+    issues = _structure(claim, known, canon)
     at_fault = tuple(i.expression[0] for i in issues if i.expression)
     for issue in _profile(claim):
         path = issue.expression[0]
@@ -92,20 +101,22 @@ def _fhirpath(loc: tuple[int | str, ...]) -> str:
 
 
 def _tolerated(error: dict[str, Any]) -> bool:
-    loc = error.get("loc", ())
-    if loc == ("insurance",) and error.get("type") == "missing":
-        # FHIR requires Claim.insurance, openIMIS does not read it (the insuree's policies decide
-        # coverage) and its own sample claims omit it.
-        return True
     value = error.get("input")
     return (
         isinstance(value, str) and bool(_NAIVE_DATETIME.match(value)) and "DateTime" in error.get("msg", "")
     )
 
 
-def _structure(claim: dict[str, Any]) -> list[Issue]:
+def _structure(
+    claim: dict[str, Any], known: KnownElements | None = None, canon: CanonicalClaim | None = None
+) -> list[Issue]:
+    candidate, unknown = (
+        known.substitute(claim, canon or canonical_claim(claim)) if known is not None else (claim, [])
+    )
+    if "insurance" not in candidate:
+        candidate = {**candidate, "insurance": list(_UNSTATED_INSURANCE)}
     try:
-        Claim.model_validate(claim)
+        validated = Claim.model_validate(candidate)
     except ValidationError as exc:
         issues = []
         for err in exc.errors(include_url=False):
@@ -117,6 +128,8 @@ def _structure(claim: dict[str, Any]) -> list[Issue]:
                 msg = "Unknown element"
             issues.append(Issue("structure", f"{path}: {msg}", [path]))
         return issues
+    if known is not None:
+        known.remember(validated, unknown)
     return []
 
 
