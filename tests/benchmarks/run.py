@@ -256,7 +256,10 @@ def summarise(raw: dict[str, Any]) -> dict[str, Any]:
     for family, by_c in raw.items():
         for c, by_config in by_c.items():
             cell: dict[str, Any] = {}
-            for name, results in by_config.items():
+            for name, all_results in by_config.items():
+                # A round whose clients all waited the whole window on an unanswered request
+                # (gunicorn's gthread worker, now and then, at the start of a cell) measured nothing.
+                results = [r for r in all_results if r["rps"] > 0] or all_results
                 cell[name] = {
                     key: _median([r[key] for r in results])
                     for key in ("rps", "p50_ms", "p99_ms", "cpu_ms_per_req", "loadgen_cpu_ms_per_req")
@@ -264,12 +267,13 @@ def summarise(raw: dict[str, Any]) -> dict[str, Any]:
                 cell[name]["upstream_cpu_ms_per_req"] = _median(
                     [r["other_cpu_ms_per_req"].get("upstream") for r in results]
                 )
+                cell[name]["stalled_rounds"] = len(all_results) - len(results)
                 cell[name]["peak_rss_per_worker_mib"] = max(
                     (r["peak_rss_per_worker_mib"] or 0) for r in results
                 )
-                cell[name]["requests"] = sum(r["requests"] for r in results)
-                cell[name]["failed"] = sum(r["failed"] for r in results)
-                cell[name]["errors"] = [e for r in results for e in r["errors"]][:5]
+                cell[name]["requests"] = sum(r["requests"] for r in all_results)
+                cell[name]["failed"] = sum(r["failed"] for r in all_results)
+                cell[name]["errors"] = [e for r in all_results for e in r["errors"]][:5]
             base = cell.get("baseline", {}).get("rps")
             for name in cell:
                 rps = cell[name]["rps"]
@@ -277,7 +281,7 @@ def summarise(raw: dict[str, Any]) -> dict[str, Any]:
                 # the same ratio per round (configurations of one round ran back to back)
                 per_round = []
                 for mine, bare in zip(by_config[name], by_config.get("baseline", []), strict=False):
-                    if bare["rps"]:
+                    if bare["rps"] and mine["rps"]:
                         per_round.append(round(mine["rps"] / bare["rps"], 3))
                 cell[name]["ratio_per_round"] = per_round
             summary.setdefault(family, {})[c] = cell
@@ -658,7 +662,7 @@ def _throughput_tables(summary: dict[str, Any]) -> list[str]:
                     f"| {c} | {name} | {_f(v['rps'], 0)} | {_f(v['ratio_to_bare'])} | {_f(v['p50_ms'])} | "
                     f"{_f(v['p99_ms'])} | {_f(v.get('added_p50_ms')) if c == '1' else ''} | "
                     f"{_f(v['cpu_ms_per_req'])} | {_f(v['upstream_cpu_ms_per_req'])} | "
-                    f"{_f(v['peak_rss_per_worker_mib'], 0)} | {v['failed']} |"
+                    f"{_f(v['peak_rss_per_worker_mib'], 0)} | {v['failed']}{_stalled(v)} |"
                 )
         lines.append("")
     search16 = summary.get("search", {}).get("16", {}).get("upstream")
@@ -670,6 +674,11 @@ def _throughput_tables(summary: dict[str, Any]) -> list[str]:
             "",
         ]
     return lines
+
+
+def _stalled(cell: dict[str, Any]) -> str:
+    n = cell.get("stalled_rounds")
+    return f" ({n} round{'s' * (n > 1)} without an answer: left out of the medians)" if n else ""
 
 
 def budget_checks(summary: dict[str, Any]) -> list[tuple[str, str, float | None, float, bool | None]]:
