@@ -3,27 +3,15 @@
 from __future__ import annotations
 
 import copy
-import json
-from pathlib import Path
 from typing import Any
 
 import pytest
+from claim_fixtures import CLAIMS, load
 
 from mediator.transactions.claims.normalise import ItemRef, normalise_claim, with_patient_uuid
 from mediator.transactions.claims.validation import validate_claim
 
-FIXTURES = Path(__file__).parent / "fixtures"
-CLAIMS = [
-    "test_claim.json",
-    "test_claim_with_code_references.json",
-    "test_claim_contained.json",
-    "Claim-Claim001.json",
-]
 IDS = "https://openimis.github.io/openimis_fhir_r4_ig/CodeSystem/openimis-identifiers"
-
-
-def load(name: str) -> dict[str, Any]:
-    return json.loads((FIXTURES / name).read_text())
 
 
 def id_types(claim: dict[str, Any]) -> list[tuple[str | None, str, str]]:

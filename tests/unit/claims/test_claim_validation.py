@@ -3,26 +3,12 @@
 from __future__ import annotations
 
 import copy
-import json
-from pathlib import Path
-from typing import Any
 
 import pytest
+from claim_fixtures import CLAIMS, FIXTURES, load
 
 from mediator.fhir.outcome import FhirError
 from mediator.transactions.claims.validation import claim_code, claim_key, parse_claim, validate_claim
-
-FIXTURES = Path(__file__).parent / "fixtures"
-CLAIMS = [
-    "test_claim.json",
-    "test_claim_with_code_references.json",
-    "test_claim_contained.json",
-    "Claim-Claim001.json",
-]
-
-
-def load(name: str) -> dict[str, Any]:
-    return json.loads((FIXTURES / name).read_text())
 
 
 @pytest.mark.parametrize("name", CLAIMS)

@@ -3,28 +3,15 @@
 from __future__ import annotations
 
 import copy
-import json
-from pathlib import Path
 from typing import Any
 
 import pytest
+from claim_fixtures import CLAIMS, load
 from pydantic import BaseModel
 
 from mediator.jsontext import compact_json
 from mediator.transactions.claims.known_elements import KnownElements, canonical_claim
 from mediator.transactions.claims.validation import validate_claim
-
-FIXTURES = Path(__file__).parent / "fixtures"
-CLAIMS = [
-    "test_claim.json",
-    "test_claim_with_code_references.json",
-    "test_claim_contained.json",
-    "Claim-Claim001.json",
-]
-
-
-def load(name: str) -> dict[str, Any]:
-    return json.loads((FIXTURES / name).read_text())
 
 
 def issues(claim: dict[str, Any], known: KnownElements | None = None) -> list[tuple[str, list[str], str]]:
