@@ -165,6 +165,7 @@ def install(app: Flask, urn_of: Any) -> None:
 
     @app.after_request
     def close_transaction(response: Response) -> Response:
+        _read_unread_body(app.config["MAX_CONTENT_LENGTH"])
         ctx: TransactionContext | None = g.get("transaction")
         if ctx is None:
             return response
@@ -192,6 +193,19 @@ def install(app: Flask, urn_of: Any) -> None:
         token = g.pop("log_token", None)
         if token is not None:
             transaction_id.reset(token)
+
+
+def _read_unread_body(limit: int) -> None:
+    """Read to its end a body the handler left unread (a request refused on its headers).
+
+    Otherwise its bytes reach gunicorn after the answer, and the threaded worker parks one of its
+    threads on the keep-alive connection until the client's next request on it: a dozen idle
+    clients that once sent such a request held every thread of a worker. A body over the limit
+    (413) is not read: its connection is the client's to close.
+    """
+    length = request.content_length
+    if length and length <= limit:
+        request.stream.exhaust()
 
 
 def _enveloped(response: Response, ctx: TransactionContext, status: TransactionStatus, urn: str) -> Response:
