@@ -257,9 +257,11 @@ def summarise(raw: dict[str, Any]) -> dict[str, Any]:
         for c, by_config in by_c.items():
             cell: dict[str, Any] = {}
             for name, all_results in by_config.items():
-                # A round whose clients all waited the whole window on an unanswered request
-                # (gunicorn's gthread worker, now and then, at the start of a cell) measured nothing.
-                results = [r for r in all_results if r["rps"] > 0] or all_results
+                # A round in which a client waited out the window on an unanswered request
+                # (gunicorn's gthread worker, now and then, at the start of a cell) measured the
+                # wait: with failures and under half the req/s of the cell's best round, it is out.
+                best = max((r["rps"] for r in all_results), default=0.0)
+                results = [r for r in all_results if r["rps"] and not (r["failed"] and r["rps"] < best / 2)]
                 cell[name] = {
                     key: _median([r[key] for r in results])
                     for key in ("rps", "p50_ms", "p99_ms", "cpu_ms_per_req", "loadgen_cpu_ms_per_req")
@@ -269,7 +271,7 @@ def summarise(raw: dict[str, Any]) -> dict[str, Any]:
                 )
                 cell[name]["stalled_rounds"] = len(all_results) - len(results)
                 cell[name]["peak_rss_per_worker_mib"] = max(
-                    (r["peak_rss_per_worker_mib"] or 0) for r in results
+                    (r["peak_rss_per_worker_mib"] or 0) for r in all_results
                 )
                 cell[name]["requests"] = sum(r["requests"] for r in all_results)
                 cell[name]["failed"] = sum(r["failed"] for r in all_results)
@@ -290,7 +292,7 @@ def summarise(raw: dict[str, Any]) -> dict[str, Any]:
         cell = by_c.get("1", {})
         direct = cell.get("upstream") or summary.get("claim", {}).get("1", {}).get("upstream")
         for values in cell.values():
-            if direct and values["p50_ms"] is not None:
+            if direct and direct["p50_ms"] is not None and values["p50_ms"] is not None:
                 values["added_p50_ms"] = values["p50_ms"] - direct["p50_ms"]
     return {"summary": summary, "raw": raw}
 
@@ -678,7 +680,9 @@ def _throughput_tables(summary: dict[str, Any]) -> list[str]:
 
 def _stalled(cell: dict[str, Any]) -> str:
     n = cell.get("stalled_rounds")
-    return f" ({n} round{'s' * (n > 1)} without an answer: left out of the medians)" if n else ""
+    return (
+        f" ({n} round{'s' * (n > 1)} held up by an unanswered request: left out of the medians)" if n else ""
+    )
 
 
 def budget_checks(summary: dict[str, Any]) -> list[tuple[str, str, float | None, float, bool | None]]:

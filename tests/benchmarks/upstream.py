@@ -68,4 +68,8 @@ def claim() -> Response:
 
 @app.post(BASE + "CoverageEligibilityRequest/")
 def eligibility() -> Response:
+    # Read, as openIMIS reads it: a body left unread on a keep-alive connection makes gunicorn's
+    # gthread worker park a thread on that connection until its next request (requests of the
+    # next cell then queued behind parked threads and timed out).
+    request.get_data()
     return _answer(_ELIGIBILITY, _ELIGIBILITY_STATUS)
