@@ -257,8 +257,8 @@ def summarise(raw: dict[str, Any]) -> dict[str, Any]:
         for c, by_config in by_c.items():
             cell: dict[str, Any] = {}
             for name, all_results in by_config.items():
-                # A round in which a client waited out the window on an unanswered request
-                # (gunicorn's gthread worker, now and then, at the start of a cell) measured the
+                # A round in which a client waited out the window on an unanswered request (a
+                # gunicorn thread parked on a connection, as BENCHMARKS.md tells) measured the
                 # wait: with failures and under half the req/s of the cell's best round, it is out.
                 best = max((r["rps"] for r in all_results), default=0.0)
                 results = [r for r in all_results if r["rps"] and not (r["failed"] and r["rps"] < best / 2)]

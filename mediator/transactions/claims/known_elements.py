@@ -58,8 +58,11 @@ def canonical_claim(claim: dict[str, Any]) -> CanonicalClaim:
     return CanonicalClaim("{" + ",".join(parts) + "}", fields)
 
 
-#: (top-level key, entry index or None, element key or None, canonical text of the element)
-_Unknown = tuple[str, int | None, str | None, str]
+#: Where an element is remembered: (its place in the Claim, its key within a top-level element
+#: or None, its canonical text). A place is a top-level key, `key[]` for the entries of a list.
+_Key = tuple[str, str | None, str]
+#: An element to remember once the claim validates: (top-level key, entry index or None, its key).
+_Unknown = tuple[str, int | None, _Key]
 
 
 class KnownElements:
@@ -67,7 +70,7 @@ class KnownElements:
 
     def __init__(self, capacity: int = CAPACITY) -> None:
         self._capacity = capacity
-        self._known: dict[tuple[str, str | None, str], Any] = {}
+        self._known: dict[_Key, Any] = {}
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
@@ -100,7 +103,7 @@ class KnownElements:
         if known is not None:
             return known
         if len(text) <= MAX_ELEMENT_TEXT:
-            unknown.append((key, index, None, text))
+            unknown.append((key, index, (place, None, text)))
         partly = dict(element)
         for name, value in element.items():
             if isinstance(value, dict) or (isinstance(value, list) and value and isinstance(value[0], dict)):
@@ -109,20 +112,21 @@ class KnownElements:
                 if known is not None:
                     partly[name] = known
                 elif len(inner) <= MAX_ELEMENT_TEXT:
-                    unknown.append((key, index, name, inner))
+                    unknown.append((key, index, (place, name, inner)))
         return partly
 
     def remember(self, validated: BaseModel, unknown: list[_Unknown]) -> None:
         """Keep the validated models of the elements that were not known yet."""
         found = []
-        for key, index, name, text in unknown:
+        for key, index, entry in unknown:
             element = _child(validated, key)
             if index is not None:
                 element = element[index] if isinstance(element, list) and index < len(element) else None
+            name = entry[1]
             if name is not None and element is not None:
                 element = _child(element, name)
             if element is not None:
-                found.append(((key if index is None else key + "[]", name, text), element))
+                found.append((entry, element))
         if not found:
             return
         with self._lock:

@@ -85,9 +85,8 @@ class ClaimAnswer:
     encoded: str | None = None
 
 
-def content_hash(claim: dict[str, Any] | CanonicalClaim) -> str:
+def content_hash(canon: CanonicalClaim) -> str:
     """SHA-256 of the claim's canonical JSON: what tells a resend from a new claim under one code."""
-    canon = claim if isinstance(claim, CanonicalClaim) else canonical_claim(claim)
     return hashlib.sha256(canon.text.encode()).hexdigest()
 
 
