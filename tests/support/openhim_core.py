@@ -426,7 +426,8 @@ class OpenHimCore:
     # -- API client -------------------------------------------------------------------------
     def token_headers(self, email: str = ROOT_EMAIL, password: str = ROOT_PASSWORD) -> dict[str, str]:
         """Headers of core's legacy token scheme (the only API auth core 4.0.5 accepts)."""
-        resp = self._request("GET", f"{self.api_url}/authenticate/{email}")
+        url = f"{self.api_url}/authenticate/{email}"
+        resp = self._read_again_if_dropped("GET", lambda: self._request("GET", url))
         if resp.status_code != 200:
             raise self.error(f"GET /authenticate/{email} answered {resp.status_code}: {resp.text}")
         user_salt = resp.json()["salt"]
@@ -451,19 +452,24 @@ class OpenHimCore:
     ) -> requests.Response:
         """Call the core API; token-authenticated as root unless ``token_auth=False``."""
         headers = dict(kw.pop("headers", None) or {})
-        if token_auth:
-            headers.update(self.token_headers())
-        try:
+
+        def send() -> requests.Response:
+            if token_auth:
+                headers.update(self.token_headers())  # fresh for every attempt
             return self._request(method, self.api_url + path, json=json, headers=headers, **kw)
+
+        return self._read_again_if_dropped(method, send)
+
+    def _read_again_if_dropped(self, method: str, send: Callable[[], requests.Response]) -> requests.Response:
+        """Core 4.0.5 sometimes drops a pooled keep-alive connection (or restarts its worker):
+        a read is safe to send once more."""
+        try:
+            return send()
         except requests.ConnectionError:
             if method != "GET":
                 raise
-            # Core 4.0.5 sometimes drops a pooled keep-alive connection (or restarts its worker):
-            # a read is safe to send again, with fresh token headers.
             time.sleep(1.0)
-            if token_auth:
-                headers.update(self.token_headers())
-            return self._request(method, self.api_url + path, json=json, headers=headers, **kw)
+            return send()
 
     def router(self, method: str, path: str, *, https: bool = False, **kw: Any) -> requests.Response:
         """Send a request through the router; retry once on a refused/reset connection
