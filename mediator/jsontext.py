@@ -1,8 +1,14 @@
 """JSON text as the mediator writes it: compact, UTF-8 as is.
 
 Everything encoded on the hot path (answers, stored claims, bodies sent upstream, envelopes) is
-data parsed from JSON or built from it, which cannot hold a reference cycle, so the encoder's
-cycle check (a fifth of the encoding time of a 27 KB Bundle) is skipped.
+data parsed from JSON or built from it. It is encoded by pydantic-core's serializer (the one
+fhir.resources validates with, already loaded): a third of the time of the standard library's
+encoder for a claim or a ClaimResponse (2-5 KB: 13-29 -> 4-11 us), three of which a claim pays.
+The text is the standard encoder's but for the spelling of some floats (`1e-5` for `1e-05`,
+both JSON); what it cannot encode (a lone surrogate) falls back to the standard encoder.
+
+Sorted keys (the canonical form a claim's content hash is made of) stay with the standard
+encoder, whose exact text stored hashes depend on.
 """
 
 from __future__ import annotations
@@ -10,8 +16,11 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from pydantic_core import PydanticSerializationError, to_json
+
 #: Built once: `json.dumps` with options builds an encoder for every call (a microsecond, which
-#: the canonical form of a claim, made of a dozen small encodings, paid a dozen times).
+#: the canonical form of a claim, made of a dozen small encodings, paid a dozen times). Data
+#: parsed from JSON cannot hold a reference cycle, so the cycle check is skipped.
 _ENCODERS = {
     sort_keys: json.JSONEncoder(
         separators=(",", ":"), ensure_ascii=False, check_circular=False, sort_keys=sort_keys
@@ -21,4 +30,17 @@ _ENCODERS = {
 
 
 def compact_json(value: Any, sort_keys: bool = False) -> str:
-    return _ENCODERS[sort_keys].encode(value)
+    if sort_keys:
+        return _ENCODERS[True].encode(value)
+    try:
+        return to_json(value).decode()
+    except PydanticSerializationError:
+        return _ENCODERS[False].encode(value)
+
+
+def compact_json_bytes(value: Any) -> bytes:
+    """`compact_json(value)` as UTF-8, for a body sent as is."""
+    try:
+        return to_json(value)
+    except PydanticSerializationError:
+        return _ENCODERS[False].encode(value).encode()

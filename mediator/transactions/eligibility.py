@@ -39,6 +39,7 @@ from mediator.fhir.elements import (
 )
 from mediator.fhir.outcome import FhirError, Issue
 from mediator.fhir.parsing import fhirpath, parse_resource
+from mediator.jsontext import compact_json_bytes
 from mediator.openhim.orchestrations import OrchestrationRecorder
 from mediator.openimis.client import OpenImisClient
 from mediator.openimis.errors import OpenImisBroken
@@ -250,7 +251,7 @@ def check(
     query = validate_request(parse_request(body))
     number = _insuree_number(client, query, recorder)
     properties["insuree_number"] = number
-    upstream = json.dumps(upstream_request(query, number, today)).encode()
+    upstream = compact_json_bytes(upstream_request(query, number, today))
     response = client.post(f"{ROOT}/", upstream, recorder, "openIMIS eligibility request")
     answer = _usable_answer(response.status, response.content)
     if answer is not None and not arr(answer.get("insurance")) and not obj(answer.get("patient")):

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mediator.fhir.outcome import FhirError, Issue, operation_outcome
-from mediator.jsontext import compact_json
+from mediator.jsontext import compact_json, compact_json_bytes
 from mediator.openhim.envelope import TransactionStatus
 from mediator.openhim.orchestrations import OrchestrationRecorder, iso_now
 from mediator.openimis.client import OpenImisClient, UpstreamResponse
@@ -213,7 +213,7 @@ class ClaimSubmission:
                 # Another sender took the claim over (its lease had expired): it is theirs now.
                 current = self.store.get(record.id) or record
                 return self.recorded_answer(current)
-            response = client.post("Claim/", compact_json(claim).encode(), recorder, "openIMIS claim submit")
+            response = client.post("Claim/", compact_json_bytes(claim), recorder, "openIMIS claim submit")
             if response.ok:
                 return self._record_classified(record, self._claim_response(response))
             return self._upstream_refusal(client, record, response, recorder)
