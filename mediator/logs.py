@@ -32,9 +32,11 @@ class ContextFilter(logging.Filter):
             record.msg = redact_text(record.msg)
         if record.args:
             record.args = tuple(redact_text(a) if isinstance(a, str) else a for a in record.args)
-        for key, value in list(record.__dict__.items()):
-            if key not in _STANDARD_ATTRS and isinstance(value, dict | list | str):
-                setattr(record, key, redact_json(value))
+        fields = record.__dict__
+        for key in fields.keys() - _STANDARD_ATTRS:  # the extra fields
+            value = fields[key]
+            if isinstance(value, dict | list | str):
+                fields[key] = redact_json(value)
         return True
 
 

@@ -13,7 +13,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from flask import Flask, Response, current_app, g, request
+from flask import Flask, Request, Response, current_app, g, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from mediator.fhir.media import FHIR_JSON, accepts_fhir_json, is_fhir_json_body
@@ -86,27 +86,30 @@ def install(app: Flask, urn_of: Any) -> None:
 
     @app.before_request
     def open_transaction() -> Response | None:
-        header_tx = request.headers.get(TRANSACTION_HEADER)
-        g.transaction = TransactionContext(
+        req = _bound(request)
+        header_tx = req.headers.get(TRANSACTION_HEADER)
+        ctx = TransactionContext(
             id=header_tx or f"req-{uuid.uuid4()}",
             via_openhim=bool(header_tx),
             started=time.perf_counter(),
         )
-        g.log_token = transaction_id.set(g.transaction.id)
+        g.transaction = ctx
+        g.log_token = transaction_id.set(ctx.id)
         limit = app.config["MAX_CONTENT_LENGTH"]
-        if request.content_length is not None and request.content_length > limit:
+        if req.content_length is not None and req.content_length > limit:
             raise RequestEntityTooLarge()  # refused before anything reads the body
-        if request.path.startswith("/fhir"):
-            if not accepts_fhir_json(request.headers.get("Accept"), request.args.get("_format")):
+        if req.path.startswith("/fhir"):
+            format_param = req.args.get("_format") if req.query_string else None
+            if not accepts_fhir_json(req.headers.get("Accept"), format_param):
                 raise FhirError.of(
                     406,
                     "not-supported",
                     "only application/fhir+json (or application/json) is served",
                 )
             if (
-                request.routing_exception is None
-                and request.method in ("POST", "PUT")
-                and not is_fhir_json_body(request.headers.get("Content-Type"))
+                req.routing_exception is None
+                and req.method in ("POST", "PUT")
+                and not is_fhir_json_body(req.headers.get("Content-Type"))
             ):
                 raise FhirError.of(
                     415,
@@ -165,7 +168,8 @@ def install(app: Flask, urn_of: Any) -> None:
 
     @app.after_request
     def close_transaction(response: Response) -> Response:
-        _read_unread_body(app.config["MAX_CONTENT_LENGTH"])
+        req = _bound(request)
+        _read_unread_body(req, app.config["MAX_CONTENT_LENGTH"])
         ctx: TransactionContext | None = g.get("transaction")
         if ctx is None:
             return response
@@ -176,8 +180,8 @@ def install(app: Flask, urn_of: Any) -> None:
         log.info(
             "transaction",
             extra={
-                "method": request.method,
-                "path": request.path,
+                "method": req.method,
+                "path": req.path,
                 "status": response.status_code,
                 "duration_ms": duration_ms,
                 "outcome": ctx.outcome or ("ok" if response.status_code < 400 else "error"),
@@ -195,7 +199,13 @@ def install(app: Flask, urn_of: Any) -> None:
             transaction_id.reset(token)
 
 
-def _read_unread_body(limit: int) -> None:
+def _bound(proxy: Any) -> Any:
+    """The object behind a Flask context proxy: each attribute read through the proxy costs
+    a context lookup, and a request's hooks read a dozen."""
+    return proxy._get_current_object()
+
+
+def _read_unread_body(req: Request, limit: int) -> None:
     """Read to its end a body the handler left unread (a request refused on its headers).
 
     Otherwise its bytes reach gunicorn after the answer, and the threaded worker parks one of its
@@ -203,9 +213,9 @@ def _read_unread_body(limit: int) -> None:
     clients that once sent such a request held every thread of a worker. A body over the limit
     (413) is not read: its connection is the client's to close.
     """
-    length = request.content_length
+    length = req.content_length
     if length and length <= limit:
-        request.stream.exhaust()
+        req.stream.exhaust()
 
 
 def _enveloped(response: Response, ctx: TransactionContext, status: TransactionStatus, urn: str) -> Response:
