@@ -14,6 +14,7 @@ encoder, whose exact text stored hashes depend on.
 from __future__ import annotations
 
 import json
+from json.encoder import c_make_encoder, encode_basestring  # type: ignore[attr-defined]
 from typing import Any
 
 from pydantic_core import PydanticSerializationError, to_json
@@ -29,9 +30,20 @@ _ENCODERS = {
 }
 
 
+#: The C encoder `JSONEncoder.encode` builds on every call, built once for the sorted form: the
+#: canonical form of a claim is a dozen small encodings, for which building it was half the cost.
+_SORTED_C_ENCODER = (
+    c_make_encoder(None, _ENCODERS[True].default, encode_basestring, None, ":", ",", True, False, True)
+    if c_make_encoder is not None
+    else None
+)
+
+
 def compact_json(value: Any, sort_keys: bool = False) -> str:
     if sort_keys:
-        return _ENCODERS[True].encode(value)
+        if _SORTED_C_ENCODER is None:
+            return _ENCODERS[True].encode(value)
+        return "".join(_SORTED_C_ENCODER(value, 0))
     try:
         return to_json(value).decode()
     except PydanticSerializationError:

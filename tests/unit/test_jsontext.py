@@ -38,3 +38,11 @@ def test_sorted_keys_are_the_canonical_text() -> None:
         compact_json({"b": 1, "a": {"d": [1, 2], "c": "é"}}, sort_keys=True)
         == '{"a":{"c":"é","d":[1,2]},"b":1}'
     )
+
+
+@pytest.mark.parametrize("name", CLAIMS)
+def test_the_sorted_text_of_a_claim_is_what_stored_content_hashes_were_made_of(name: str) -> None:
+    claim = load(name)
+    claim["extension"] = [{"url": "x", "valueDecimal": 1e-05}, {"url": "y", "valueInteger": 2**70}]
+    standard = json.dumps(claim, separators=(",", ":"), ensure_ascii=False, sort_keys=True)
+    assert compact_json(claim, sort_keys=True) == standard
