@@ -20,9 +20,7 @@ def record(code="C1", facility="HF1", content="h1", state=ClaimState.SENDING, **
         content_hash=content,
         state=state,
         payload={"claim": {"resourceType": "Claim"}},
-        created_at=100.0,
-        updated_at=100.0,
-        **fields,
+        **{"created_at": 100.0, "updated_at": 100.0, **fields},
     )
 
 
@@ -136,3 +134,44 @@ def test_requests_leave_checkpoints_to_the_agent(store):
     store.checkpoint()
     assert db_file.stat().st_size > size_before + 300 * 2000
     assert store.get("id-C299-HF1-" + "x" * 2000).state == ClaimState.DONE
+
+
+def _sqlite_work(store, call) -> int:
+    """SQLite's work for `call` (hundreds of VM steps): what grows if a query scans the store."""
+    db = store._connection()
+    steps = 0
+
+    def count() -> int:
+        nonlocal steps
+        steps += 1
+        return 0
+
+    db.set_progress_handler(count, 100)
+    try:
+        call()
+    finally:
+        db.set_progress_handler(None, 100)
+    return steps
+
+
+def _fill_finished(store, n: int, updated_at: float) -> None:
+    for i in range(n):
+        store.intake(record(f"F{updated_at}-{i}", state=ClaimState.DONE, updated_at=updated_at))
+
+
+def test_the_agents_rounds_do_not_grow_with_the_finished_claims_kept(store):
+    """The agent looks for results to report every second and purges hourly: with months of
+    finished claims kept (retention), neither may walk through them."""
+    held = record("H1", state=ClaimState.QUEUED)
+    store.intake(held)
+    store.await_report(held.id, "tx-answered-202")
+    store.finish(held.id, None, state=ClaimState.DONE)
+    _fill_finished(store, 3, updated_at=50.0)
+    reports_alone = _sqlite_work(store, lambda: store.due_reports(10))
+    purge_alone = _sqlite_work(store, lambda: store.purge_finished(before=0.0))
+
+    _fill_finished(store, 3000, updated_at=500.0)
+    assert _sqlite_work(store, lambda: store.due_reports(10)) <= reports_alone + 2
+    assert _sqlite_work(store, lambda: store.purge_finished(before=0.0)) <= purge_alone + 2
+    assert [tx for _, tx in store.due_reports(10)] == ["tx-answered-202"]
+    assert store.purge_finished(before=100.0) == 3, "the old ones only, and not the one to report"
