@@ -51,11 +51,12 @@ def redact_text(text: str) -> str:
     if not text:
         return text
     lowered = text.lower()
-    if "bearer" in lowered or "basic" in lowered or "token" in lowered:
+    token = "token" in lowered  # both patterns look for it: one scan of the text
+    if token or "bearer" in lowered or "basic" in lowered:
         text = _PATTERNS[0].sub(lambda m: f"{m.group(1)} {REDACTED}", text)
     if "eyJ" in text:
         text = _PATTERNS[1].sub(REDACTED, text)
-    if "password" in lowered or "token" in lowered or "secret" in lowered:
+    if token or "password" in lowered or "secret" in lowered:
         text = _PATTERNS[2].sub(lambda m: f'{m.group(1)}"{REDACTED}"', text)
     return text
 

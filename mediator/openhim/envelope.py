@@ -7,7 +7,6 @@ or core loses data (see the contract note).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from enum import StrEnum
 from typing import Any
@@ -59,7 +58,7 @@ def build_envelope(
             "timestamp": iso_now(),
         },
         "orchestrations": orchestrations,
-        "properties": {k: v if isinstance(v, str) else json.dumps(v) for k, v in properties.items()},
+        "properties": {k: v if isinstance(v, str) else compact_json(v) for k, v in properties.items()},
     }
     if error:
         envelope["error"] = {"message": error}

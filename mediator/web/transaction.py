@@ -39,7 +39,10 @@ from mediator.runtime import MediatorRuntime
 log = logging.getLogger("mediator.transaction")
 
 #: Headers of the mediator's answer that OpenHIM passes on to the client.
-_FORWARDED_HEADERS = ("Content-Type", "Location", "Retry-After", "ETag", "Last-Modified", "Allow")
+_FORWARDED_HEADERS = {
+    name.lower(): name
+    for name in ("Content-Type", "Location", "Retry-After", "ETag", "Last-Modified", "Allow")
+}
 _HTTP_CODES = {
     400: "invalid",
     404: "not-found",
@@ -219,7 +222,11 @@ def _read_unread_body(req: Request, limit: int) -> None:
 
 
 def _enveloped(response: Response, ctx: TransactionContext, status: TransactionStatus, urn: str) -> Response:
-    headers = {k: response.headers[k] for k in _FORWARDED_HEADERS if k in response.headers}
+    headers: dict[str, str] = {}
+    for header, value in response.headers.items():  # one pass: each lookup by name is a scan
+        name = _FORWARDED_HEADERS.get(header.lower())
+        if name is not None and name not in headers:
+            headers[name] = value
     body = build_envelope(
         urn=urn,
         status=status,
