@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from mediator.fhir.outcome import FhirError
-
-
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not a JSON number")
+from mediator.jsontext import parse_json
 
 
 def parse_resource(body: bytes, resource_type: str) -> dict[str, Any]:
     """The body as a JSON object of `resource_type` (a wrong or missing type is a 400 too)."""
     try:
-        resource = json.loads(body, parse_constant=_reject_constant)
+        resource = parse_json(body, allow_nan=False)
     except (ValueError, UnicodeDecodeError) as exc:
         raise FhirError.of(400, "invalid", f"The request body is not readable JSON: {exc}") from None
     except RecursionError:

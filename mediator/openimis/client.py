@@ -22,6 +22,7 @@ from typing import Any
 import requests
 from requests.adapters import HTTPAdapter
 
+from mediator.jsontext import parse_json
 from mediator.openhim.orchestrations import OrchestrationRecorder, UpstreamCall
 from mediator.openimis.errors import (
     OpenImisBroken,
@@ -53,7 +54,7 @@ class UpstreamResponse:
     def json(self) -> Any:
         """Parsed body; UTF-8 decoded directly (requests' charset sniffing is slow)."""
         try:
-            return json.loads(self.content)
+            return parse_json(self.content)
         except ValueError:
             raise OpenImisBroken(f"openIMIS answered {self.status} with a body that is not JSON") from None
 
@@ -67,7 +68,7 @@ class UpstreamResponse:
     def outcome_messages(self) -> list[str]:
         """The messages of an OperationOutcome body, or [] if the body is not one."""
         try:
-            body = json.loads(self.content)
+            body = parse_json(self.content)
         except ValueError:
             return []
         if not isinstance(body, dict) or body.get("resourceType") != "OperationOutcome":

@@ -18,7 +18,6 @@ reads, with the fields its parser requires filled in (status, purpose, created, 
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import MutableMapping
 from dataclasses import dataclass
@@ -39,7 +38,7 @@ from mediator.fhir.elements import (
 )
 from mediator.fhir.outcome import FhirError, Issue
 from mediator.fhir.parsing import fhirpath, parse_resource
-from mediator.jsontext import compact_json_bytes
+from mediator.jsontext import compact_json_bytes, parse_json
 from mediator.openhim.orchestrations import OrchestrationRecorder
 from mediator.openimis.client import OpenImisClient
 from mediator.openimis.errors import OpenImisBroken
@@ -319,7 +318,7 @@ def _usable_answer(status: int, content: bytes) -> dict[str, Any] | None:
     if not 200 <= status < 300:
         return None
     try:
-        body = json.loads(content)
+        body = parse_json(content)
     except ValueError:
         return None
     if not isinstance(body, dict) or body.get("resourceType") != "CoverageEligibilityResponse":

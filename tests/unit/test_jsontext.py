@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from mediator.jsontext import compact_json, compact_json_bytes
+from mediator.jsontext import compact_json, compact_json_bytes, parse_json
 from tests.unit.claims.claim_fixtures import CLAIMS, load
 
 
@@ -46,3 +46,28 @@ def test_the_sorted_text_of_a_claim_is_what_stored_content_hashes_were_made_of(n
     claim["extension"] = [{"url": "x", "valueDecimal": 1e-05}, {"url": "y", "valueInteger": 2**70}]
     standard = json.dumps(claim, separators=(",", ":"), ensure_ascii=False, sort_keys=True)
     assert compact_json(claim, sort_keys=True) == standard
+
+
+@pytest.mark.parametrize("name", CLAIMS)
+def test_bodies_parse_as_the_standard_library_parses_them(name: str) -> None:
+    text = json.dumps(load(name), ensure_ascii=False).encode()
+    assert parse_json(text) == json.loads(text)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"display": "x\\ud800"}',  # a lone surrogate escape
+        b"[" * 150 + b"]" * 150,
+        '{"display": "é"}'.encode("utf-16"),
+        b'{"total": 1e400}',
+    ],
+)
+def test_what_the_fast_parser_refuses_is_parsed_as_before(body: bytes) -> None:
+    assert parse_json(body, allow_nan=False) == json.loads(body)
+
+
+@pytest.mark.parametrize("body", [b'{"value": NaN}', b'{"value": -Infinity}', b"", b"[" * 5000])
+def test_what_is_not_json_is_refused_as_before(body: bytes) -> None:
+    with pytest.raises((ValueError, RecursionError)):
+        parse_json(body, allow_nan=False)
