@@ -35,7 +35,9 @@ class Write(Generic[T]):
         self.durable = durable
         self.result: T | None = None
         self.error: BaseException | None = None
-        self.done: threading.Event | None = None  # created only when the write has to wait
+        #: Held while the write waits for its batch, released by the thread that committed it
+        #: (a bare lock: an Event costs a Condition and its bookkeeping for each wait).
+        self.done: threading.Lock | None = None
         self.lead = False
 
     def outcome(self) -> T:
@@ -64,11 +66,12 @@ class GroupCommit:
         with self._mutex:
             self._waiting.append(write)
             if self._leading:
-                write.done = threading.Event()
+                write.done = threading.Lock()
+                write.done.acquire()
             else:
                 self._leading = True
         if write.done is not None:
-            write.done.wait()
+            write.done.acquire()  # until the batch is committed, or this thread is to lead
             if not write.lead:
                 return write.outcome()
         self._lead()
@@ -90,7 +93,7 @@ class GroupCommit:
         # Still leading (`_leading` stays set): the first waiting thread takes over.
         successor.lead = True
         assert successor.done is not None
-        successor.done.set()
+        successor.done.release()
 
     def _commit(self, batch: list[Write[Any]]) -> None:
         db = self._connection()
@@ -110,7 +113,7 @@ class GroupCommit:
                     write.error = exc
         for write in batch:
             if write.done is not None and not write.lead:
-                write.done.set()
+                write.done.release()
 
 
 def _transaction(db: sqlite3.Connection, batch: list[Write[Any]]) -> None:
