@@ -7,8 +7,9 @@ every write waiting at that moment, runs them in one transaction and wakes their
 a thread leads itself at once and pays nothing extra; under load, one commit (and, when a write
 in the batch must be durable, one fsync) serves a whole batch.
 
-A write that fails rolls back alone (a savepoint each), so it never takes its neighbours down;
-a commit that fails fails every write of its batch, none of which is then in the store.
+A write that fails rolls back alone, so it never takes its neighbours down; a commit that fails
+fails every write of its batch, none of which is then in the store. A write of several statements
+makes them one with a savepoint of its own: a lone write runs in SQLite's autocommit.
 """
 
 from __future__ import annotations
@@ -61,7 +62,10 @@ class GroupCommit:
         self._leading = False
 
     def run(self, apply: Callable[[sqlite3.Connection], T], durable: bool = False) -> T:
-        """Run `apply` in a committed transaction (synchronous=FULL if `durable`); its result."""
+        """Run `apply` in a committed transaction (synchronous=FULL if `durable`); its result.
+
+        `apply` that runs several statements makes them one with a savepoint: alone, it runs in
+        SQLite's autocommit, where each statement commits."""
         write: Write[T] = Write(apply, durable)
         with self._mutex:
             self._waiting.append(write)
@@ -117,21 +121,61 @@ class GroupCommit:
 
 
 def _transaction(db: sqlite3.Connection, batch: list[Write[Any]]) -> None:
+    """Each SQLite call lets go of the GIL, and under load getting it back means waiting for
+    another thread, while this one holds the instance's write lock. So a batch makes as few
+    calls as it can: a lone write is its own transaction (SQLite's autocommit), a batch runs
+    without a savepoint per write, and only a batch in which a write fails is run again with
+    one, so that the failing write fails alone. A write of several statements makes them one
+    with a savepoint of its own."""
+    if len(batch) == 1 and not batch[0].durable:
+        write = batch[0]
+        try:
+            write.result = write.apply(db)
+        except Exception as exc:
+            write.error = exc
+        return
     db.execute("BEGIN IMMEDIATE")
     try:
-        if len(batch) == 1:
-            # Alone in its transaction: if it fails, the transaction's rollback is its own.
-            batch[0].result = batch[0].apply(db)
-        else:
-            for write in batch:
-                db.execute("SAVEPOINT write")
-                try:
-                    write.result = write.apply(db)
-                except Exception as exc:
-                    db.execute("ROLLBACK TO write")
-                    write.error = exc
-                db.execute("RELEASE write")
+        for write in batch:
+            write.result = write.apply(db)
+    except Exception:
+        _roll_back(db)
+        _transaction_apart(db, batch)
+        return
+    except BaseException:
+        _roll_back(db)
+        raise
+    _commit_or_roll_back(db)
+
+
+def _transaction_apart(db: sqlite3.Connection, batch: list[Write[Any]]) -> None:
+    """The batch again, each write in a savepoint: a failing write is rolled back alone."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        for write in batch:
+            write.result, write.error = None, None
+            db.execute("SAVEPOINT write")
+            try:
+                write.result = write.apply(db)
+            except Exception as exc:
+                db.execute("ROLLBACK TO write")
+                write.error = exc
+            db.execute("RELEASE write")
+    except BaseException:
+        _roll_back(db)
+        raise
+    _commit_or_roll_back(db)
+
+
+def _commit_or_roll_back(db: sqlite3.Connection) -> None:
+    try:
         db.execute("COMMIT")
     except BaseException:
-        db.execute("ROLLBACK")
+        _roll_back(db)
         raise
+
+
+def _roll_back(db: sqlite3.Connection) -> None:
+    """Unless SQLite already did (it rolls a transaction back itself on some errors)."""
+    if db.in_transaction:
+        db.execute("ROLLBACK")

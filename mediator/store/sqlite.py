@@ -337,18 +337,29 @@ def _intake_existing(
     db: sqlite3.Connection, record: ClaimRecord, values: tuple[Any, ...]
 ) -> tuple[ClaimRecord, bool]:
     """The claim's key is taken: the stored claim, unless it was refused as invalid and this
-    is a corrected version (which replaces it)."""
-    row = db.execute(
-        f"{_SELECT} WHERE claim_code = ? AND facility = ?", (record.claim_code, record.facility)
-    ).fetchone()
-    if row is not None:
-        existing = _record(row)
-        replaceable = existing.state == ClaimState.INVALID and existing.content_hash != record.content_hash
-        if not replaceable:
-            return existing, False
-        db.execute("DELETE FROM claims WHERE id = ?", (existing.id,))
-    db.execute(_INSERT, values)
-    return record, True
+    is a corrected version (which replaces it, in one step: a savepoint, since a lone write runs
+    in SQLite's autocommit)."""
+    db.execute("SAVEPOINT intake_existing")
+    try:
+        row = db.execute(
+            f"{_SELECT} WHERE claim_code = ? AND facility = ?", (record.claim_code, record.facility)
+        ).fetchone()
+        result = record, True
+        if row is not None:
+            existing = _record(row)
+            if existing.state != ClaimState.INVALID or existing.content_hash == record.content_hash:
+                result = existing, False
+            else:
+                db.execute("DELETE FROM claims WHERE id = ?", (existing.id,))
+        if result[1]:
+            db.execute(_INSERT, values)
+    except BaseException:
+        if db.in_transaction:  # SQLite rolls the whole transaction back itself on some errors
+            db.execute("ROLLBACK TO intake_existing")
+            db.execute("RELEASE intake_existing")
+        raise
+    db.execute("RELEASE intake_existing")
+    return result
 
 
 def _column_value(name: str, value: Any) -> Any:

@@ -1,5 +1,6 @@
 """The durable claim store: one record per (claim code, facility), leases, retention."""
 
+import sqlite3
 import threading
 
 import pytest
@@ -39,6 +40,18 @@ def test_an_invalid_claim_may_be_corrected_under_the_same_code(store):
     assert not is_new, "the same content gets the recorded refusal"
     corrected, is_new = store.intake(record(content="fixed"))
     assert is_new and corrected.content_hash == "fixed"
+
+
+def test_a_correction_that_cannot_be_stored_leaves_the_refused_claim_in_place(store):
+    first, _ = store.intake(record())
+    store.finish(first.id, None, state=ClaimState.INVALID)
+    other, _ = store.intake(record(code="C2"))
+    clash = record(content="fixed")
+    clash.id = other.id  # its insert fails after the refused record was deleted
+    with pytest.raises(sqlite3.IntegrityError):
+        store.intake(clash)
+    kept = store.by_key("C1", "HF1")
+    assert kept is not None and kept.id == first.id and kept.state == ClaimState.INVALID
 
 
 def test_concurrent_intake_of_one_key_admits_one(tmp_path):

@@ -102,6 +102,20 @@ def test_a_failing_write_fails_alone(tmp_path):
     assert h.rows() == {"taken": 0, **{f"k{i}": i for i in range(12) if i != 3}}
 
 
+def test_a_write_that_fails_halfway_in_a_batch_leaves_nothing_of_itself(tmp_path):
+    h = Harness(tmp_path / "db.sqlite3", lock_hold_s=0.01)
+    h.group.run(insert("taken", 0))
+
+    def halfway(db):
+        db.execute("INSERT INTO t (k, v) VALUES ('half', 1)")
+        return insert("taken", 1)(db)  # breaks the primary key after a first statement
+
+    # Write 5 queues behind the first commit (10 ms), so it runs in a batch with others.
+    _, errors = run_threads(lambda i: h.group.run(halfway if i == 5 else insert(f"k{i}", i)), 8)
+    assert set(errors) == {5} and isinstance(errors[5], sqlite3.IntegrityError)
+    assert h.rows() == {"taken": 0, **{f"k{i}": i for i in range(8) if i != 5}}
+
+
 def test_a_failed_commit_fails_every_write_of_the_batch_and_stores_none(tmp_path):
     h = Harness(tmp_path / "db.sqlite3")
     h.fail_lock = True
