@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import time
-import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,6 +17,7 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from mediator.fhir.media import FHIR_JSON, accepts_fhir_json, is_fhir_json_body
 from mediator.fhir.outcome import FhirError, Issue, operation_outcome
+from mediator.ids import RandomIds
 from mediator.jsontext import compact_json
 from mediator.logs import transaction_id
 from mediator.openhim.envelope import (
@@ -86,13 +86,14 @@ def fhir_answer(
 
 def install(app: Flask, urn_of: Any) -> None:
     """Wire the request lifecycle into the app; `urn_of()` gives the mediator URN in force."""
+    request_ids = RandomIds()
 
     @app.before_request
     def open_transaction() -> Response | None:
         req = _bound(request)
         header_tx = req.headers.get(TRANSACTION_HEADER)
         ctx = TransactionContext(
-            id=header_tx or f"req-{uuid.uuid4()}",
+            id=header_tx or f"req-{request_ids()}",
             via_openhim=bool(header_tx),
             started=time.perf_counter(),
         )

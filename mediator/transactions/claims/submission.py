@@ -18,12 +18,12 @@ import json
 import logging
 import random
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from mediator.fhir.outcome import FhirError, Issue, operation_outcome
+from mediator.ids import RandomIds
 from mediator.jsontext import compact_json, compact_json_bytes
 from mediator.openhim.envelope import TransactionStatus
 from mediator.openhim.orchestrations import OrchestrationRecorder, iso_now
@@ -106,6 +106,7 @@ class ClaimSubmission:
         self._clock = clock
         self._insurees = InsureeNumbers()
         self._known_elements = KnownElements()
+        self._ids = RandomIds()
 
     # -- the facility's submission ---------------------------------------------------------
 
@@ -127,9 +128,9 @@ class ClaimSubmission:
         normalised = normalise_claim(claim)
         code, facility = claim_key(claim)
         now = self._clock()
-        owner = f"worker-{uuid.uuid4()}"
+        record_id = self._ids()
         record = ClaimRecord(
-            id=str(uuid.uuid4()),
+            id=record_id,
             claim_code=code,
             facility=facility,
             content_hash=content_hash(canon),
@@ -145,7 +146,7 @@ class ClaimSubmission:
             # crash leaves it "in doubt" and it is looked up upstream before any resend.
             attempts=1,
             lease_until=now + self._settings().claim_lease_s,
-            lease_owner=owner,
+            lease_owner=f"worker-{record_id}",  # one intake, one lease: no second id needed
             openhim_tx_id=openhim_tx_id,
         )
         stored, is_new = self.store.intake(record)
