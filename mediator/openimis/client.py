@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import requests
-from requests.adapters import HTTPAdapter
 
 from mediator.jsontext import parse_json
 from mediator.openhim.orchestrations import OrchestrationRecorder, UpstreamCall
@@ -32,6 +31,7 @@ from mediator.openimis.errors import (
     OpenImisUnreachable,
 )
 from mediator.openimis.login_guard import LoginGuard
+from mediator.openimis.transport import OpenImisAdapter
 from mediator.settings import Settings
 
 log = logging.getLogger("mediator.openimis")
@@ -99,7 +99,7 @@ class OpenImisClient:
         )
         self._clock = clock
         self._session = session or requests.Session()
-        adapter = HTTPAdapter(pool_connections=2, pool_maxsize=settings.openimis_pool_size)
+        adapter = OpenImisAdapter(pool_connections=2, pool_maxsize=settings.openimis_pool_size)
         self._session.mount("http://", adapter)
         self._session.mount("https://", adapter)
         # Calls go straight to the session's pooled adapter: openIMIS is called with a bearer
