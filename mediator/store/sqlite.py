@@ -1,8 +1,12 @@
 """The embedded claim store: one SQLite file shared by the workers and the agent of an instance.
 
-Writers take turns on a lock of their own (a thread lock, then a file lock shared by the
-processes of the instance) rather than on SQLite's: a writer that finds SQLite busy sleeps for
-milliseconds, which under load costs far more than the write itself.
+A worker's writes are batched by group commit (one writer per process at a time); between the
+processes of an instance, SQLite's own write lock decides. A lone write runs in SQLite's
+autocommit, so that lock is held only inside one SQLite call, never while a thread waits for the
+GIL: collisions are rare and short. (A file lock taken around every batch, as before, cost each
+write two system calls and each worker waits on the other's batches: 0.55 -> 0.60 of the bare
+hop without it, at 2 workers x 8 threads.) A writer that does find SQLite busy waits in SQLite's
+busy handler, up to 30 s.
 
 WAL journal, synchronous=NORMAL: every commit survives any crash of the mediator (the crash test
 kills it mid-claim), and a power cut may lose only the last commits. Where only the mediator can
@@ -17,7 +21,6 @@ transaction, so there is no lost update.
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import sqlite3
@@ -26,7 +29,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 from mediator.jsontext import compact_json
 from mediator.store.group_commit import GroupCommit
@@ -104,9 +107,6 @@ class SqliteClaimStore:
         self._local = threading.local()
         self._pid = os.getpid()
         self._thread_lock = threading.Lock()
-        self._lock_file: TextIO | None = None
-        self._lock_pid = 0
-        self._lock_path = self.path.with_name(self.path.name + ".writelock")
         self._group: GroupCommit | None = None
         self._group_pid = 0
         with self._writing():
@@ -139,15 +139,9 @@ class SqliteClaimStore:
 
     @contextmanager
     def _writing(self) -> Iterator[None]:
+        """This process's turn to write (other processes are kept out by SQLite's own lock)."""
         with self._thread_lock:
-            if self._lock_file is None or self._lock_pid != os.getpid():  # one per process
-                self._lock_file = open(self._lock_path, "a")  # noqa: SIM115 - kept open for the process's life
-                self._lock_pid = os.getpid()
-            fcntl.flock(self._lock_file, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(self._lock_file, fcntl.LOCK_UN)
+            yield
 
     def close(self) -> None:
         db = getattr(self._local, "db", None)

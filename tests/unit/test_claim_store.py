@@ -1,5 +1,6 @@
 """The durable claim store: one record per (claim code, facility), leases, retention."""
 
+import multiprocessing
 import sqlite3
 import threading
 
@@ -68,6 +69,43 @@ def test_concurrent_intake_of_one_key_admits_one(tmp_path):
     for t in threads:
         t.join()
     assert results.count(True) == 1
+
+
+def _write_claims(path, worker, errors):
+    store = SqliteClaimStore(path)
+
+    def thread(t):
+        try:
+            for i in range(40):
+                stored, is_new = store.intake(record(code=f"W{worker}-T{t}-{i}"))
+                assert is_new and store.finish(stored.id, None, state=ClaimState.DONE, outcome="positive")
+        except Exception as exc:  # reported to the parent: a lost write, or "database is locked"
+            errors.put(repr(exc))
+
+    threads = [threading.Thread(target=thread, args=(t,)) for t in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+
+def test_workers_writing_at_once_lose_nothing(tmp_path):
+    """Two worker processes of 8 threads each, writing as fast as they can: SQLite's lock
+    between the processes, group commit within each."""
+    path = tmp_path / "claims.sqlite3"
+    SqliteClaimStore(path)
+    ctx = multiprocessing.get_context("fork")
+    errors = ctx.Queue()
+    workers = [ctx.Process(target=_write_claims, args=(path, w, errors)) for w in range(2)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join(timeout=120)
+    assert all(w.exitcode == 0 for w in workers)
+    assert errors.empty(), errors.get()
+    store = SqliteClaimStore(path)
+    stats = store.stats(now=200.0)
+    assert stats.finished == 2 * 8 * 40 and stats.depth == 0
 
 
 def test_leases_give_stale_and_due_records_to_one_owner(store):
