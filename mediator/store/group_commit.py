@@ -1,9 +1,10 @@
 """Group commit: the writes of concurrent requests of one process share one SQLite transaction.
 
-Under load every claim makes two writes (the intake, then the answer). Committed one by one,
-each write takes the instance's write lock and a commit of its own, and the threads of both
-workers queue on that lock. Here the first thread to arrive leads: it takes the lock once for
-every write waiting at that moment, runs them in one transaction and wakes their threads. Alone,
+Under load every claim makes two writes (the intake, then the answer). Committed one by one by
+their own threads, the writes of a worker contend for SQLite's write lock (which keeps the
+worker processes apart) and for the GIL at once. Here the first thread to arrive leads: it takes
+the process's turn once for every write waiting at that moment, runs them in one transaction and
+wakes their threads. Alone,
 a thread leads itself at once and pays nothing extra; under load, one commit (and, when a write
 in the batch must be durable, one fsync) serves a whole batch.
 
@@ -48,7 +49,7 @@ class Write(Generic[T]):
 
 
 class GroupCommit:
-    """Batches the writes of one process's threads; `lock()` is the instance-wide write lock."""
+    """Batches the writes of one process's threads; `lock()` is the process's turn to write."""
 
     def __init__(
         self,
@@ -122,8 +123,8 @@ class GroupCommit:
 
 def _transaction(db: sqlite3.Connection, batch: list[Write[Any]]) -> None:
     """Each SQLite call lets go of the GIL, and under load getting it back means waiting for
-    another thread, while this one holds the instance's write lock. So a batch makes as few
-    calls as it can: a lone write is its own transaction (SQLite's autocommit), a batch runs
+    another thread, while this one holds SQLite's write lock (inside a transaction) and the
+    process's turn. So a batch makes as few calls as it can: a lone write is its own transaction (SQLite's autocommit), a batch runs
     without a savepoint per write, and only a batch in which a write fails is run again with
     one, so that the failing write fails alone. A write of several statements makes them one
     with a savepoint of its own."""
