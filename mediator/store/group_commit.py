@@ -4,9 +4,8 @@ Under load every claim makes two writes (the intake, then the answer). Committed
 their own threads, the writes of a worker contend for SQLite's write lock (which keeps the
 worker processes apart) and for the GIL at once. Here the first thread to arrive leads: it takes
 the process's turn once for every write waiting at that moment, runs them in one transaction and
-wakes their threads. Alone,
-a thread leads itself at once and pays nothing extra; under load, one commit (and, when a write
-in the batch must be durable, one fsync) serves a whole batch.
+wakes their threads. Alone, a thread leads itself at once and pays nothing extra; under load,
+one commit (and, when a write in the batch must be durable, one fsync) serves a whole batch.
 
 A write that fails rolls back alone, so it never takes its neighbours down; a commit that fails
 fails every write of its batch, none of which is then in the store. A write of several statements
@@ -124,10 +123,10 @@ class GroupCommit:
 def _transaction(db: sqlite3.Connection, batch: list[Write[Any]]) -> None:
     """Each SQLite call lets go of the GIL, and under load getting it back means waiting for
     another thread, while this one holds SQLite's write lock (inside a transaction) and the
-    process's turn. So a batch makes as few calls as it can: a lone write is its own transaction (SQLite's autocommit), a batch runs
-    without a savepoint per write, and only a batch in which a write fails is run again with
-    one, so that the failing write fails alone. A write of several statements makes them one
-    with a savepoint of its own."""
+    process's turn. So a batch makes as few calls as it can: a lone write is its own transaction
+    (SQLite's autocommit), a batch runs without a savepoint per write, and only a batch in which
+    a write fails is run again with one, so that the failing write fails alone. A write of
+    several statements makes them one with a savepoint of its own."""
     if len(batch) == 1 and not batch[0].durable:
         write = batch[0]
         try:
@@ -135,25 +134,19 @@ def _transaction(db: sqlite3.Connection, batch: list[Write[Any]]) -> None:
         except Exception as exc:
             write.error = exc
         return
+    if not _in_one_transaction(db, batch, savepoints=False):
+        _in_one_transaction(db, batch, savepoints=True)
+
+
+def _in_one_transaction(db: sqlite3.Connection, batch: list[Write[Any]], savepoints: bool) -> bool:
+    """The batch in one committed transaction; False, with nothing stored, if a write failed
+    without a savepoint of its own (with one, it is rolled back alone and keeps its error)."""
     db.execute("BEGIN IMMEDIATE")
     try:
         for write in batch:
-            write.result = write.apply(db)
-    except Exception:
-        _roll_back(db)
-        _transaction_apart(db, batch)
-        return
-    except BaseException:
-        _roll_back(db)
-        raise
-    _commit_or_roll_back(db)
-
-
-def _transaction_apart(db: sqlite3.Connection, batch: list[Write[Any]]) -> None:
-    """The batch again, each write in a savepoint: a failing write is rolled back alone."""
-    db.execute("BEGIN IMMEDIATE")
-    try:
-        for write in batch:
+            if not savepoints:
+                write.result = write.apply(db)
+                continue
             write.result, write.error = None, None
             db.execute("SAVEPOINT write")
             try:
@@ -162,10 +155,16 @@ def _transaction_apart(db: sqlite3.Connection, batch: list[Write[Any]]) -> None:
                 db.execute("ROLLBACK TO write")
                 write.error = exc
             db.execute("RELEASE write")
+    except Exception:
+        _roll_back(db)
+        if savepoints:
+            raise
+        return False
     except BaseException:
         _roll_back(db)
         raise
     _commit_or_roll_back(db)
+    return True
 
 
 def _commit_or_roll_back(db: sqlite3.Connection) -> None:

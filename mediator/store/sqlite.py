@@ -338,15 +338,16 @@ def _intake_existing(
         row = db.execute(
             f"{_SELECT} WHERE claim_code = ? AND facility = ?", (record.claim_code, record.facility)
         ).fetchone()
-        result = record, True
-        if row is not None:
-            existing = _record(row)
-            if existing.state != ClaimState.INVALID or existing.content_hash == record.content_hash:
-                result = existing, False
-            else:
+        existing = _record(row) if row is not None else None
+        if existing is not None and (
+            existing.state != ClaimState.INVALID or existing.content_hash == record.content_hash
+        ):
+            result = existing, False
+        else:
+            if existing is not None:
                 db.execute("DELETE FROM claims WHERE id = ?", (existing.id,))
-        if result[1]:
             db.execute(_INSERT, values)
+            result = record, True
     except BaseException:
         if db.in_transaction:  # SQLite rolls the whole transaction back itself on some errors
             db.execute("ROLLBACK TO intake_existing")
