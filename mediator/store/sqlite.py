@@ -6,7 +6,10 @@ autocommit, so that lock is held only inside one SQLite call, never while a thre
 GIL: collisions are rare and short. (A file lock taken around every batch, as before, cost each
 write two system calls and each worker waits on the other's batches: 0.55 -> 0.60 of the bare
 hop without it, at 2 workers x 8 threads.) A writer that does find SQLite busy waits in SQLite's
-busy handler, up to 30 s.
+busy handler, up to 30 s. Opening the store is the exception: the processes of an instance
+start together, and SQLite refuses at once ("database is locked", no busy handler) a second
+process that asks for the switch of a new file to WAL while the first makes it; so a file lock
+lets one process at a time open the store (once per process, never per write).
 
 WAL journal, synchronous=NORMAL: every commit survives any crash of the mediator (the crash test
 kills it mid-claim), and a power cut may lose only the last commits. Where only the mediator can
@@ -21,6 +24,7 @@ transaction, so there is no lost update.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import sqlite3
@@ -109,17 +113,28 @@ class SqliteClaimStore:
         self._thread_lock = threading.Lock()
         self._group: GroupCommit | None = None
         self._group_pid = 0
-        with self._writing():
-            self._connection().executescript(_SCHEMA)
+        with self._writing(), self._opening_alone():
+            db = self._connection()
+            (mode,) = db.execute("PRAGMA journal_mode=WAL").fetchone()
+            if mode != "wal":
+                raise sqlite3.OperationalError(f"claim store {self.path}: journal mode {mode}, not wal")
+            db.executescript(_SCHEMA)
         os.chmod(self.path, 0o600)  # claims carry personal health data
+
+    @contextmanager
+    def _opening_alone(self) -> Iterator[None]:
+        """Hold the instance's open lock: the switch to WAL and the schema are made by one process at a time."""
+        with open(self.path.with_name(self.path.name + ".openlock"), "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file is closed
+            yield
 
     # -- connections -----------------------------------------------------------------------
 
     def _connection(self) -> sqlite3.Connection:
         db = getattr(self._local, "db", None)
         if db is None or self._pid != os.getpid():  # never share a connection across a fork
+            # WAL is a property of the file, set once when the store is opened (`__init__`).
             db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=False)
-            db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")
             db.execute("PRAGMA busy_timeout=30000")
             # The agent checkpoints every second (`checkpoint`); a request thread only does when the

@@ -108,6 +108,33 @@ def test_workers_writing_at_once_lose_nothing(tmp_path):
     assert stats.finished == 2 * 8 * 40 and stats.depth == 0
 
 
+def _open_store(path, barrier, errors):
+    barrier.wait()
+    try:
+        SqliteClaimStore(path)
+    except Exception as exc:  # reported to the parent
+        errors.put(repr(exc))
+
+
+def test_processes_starting_together_all_open_a_new_store(tmp_path):
+    """The workers and the agent of an instance start together on a new file; an agent that
+    could not open the store died with "database is locked" and forwarded nothing."""
+    ctx = multiprocessing.get_context("fork")
+    errors = ctx.Queue()
+    for attempt in range(10):
+        path = tmp_path / f"start-{attempt}" / "claims.sqlite3"
+        barrier = ctx.Barrier(4)
+        starting = [ctx.Process(target=_open_store, args=(path, barrier, errors)) for _ in range(4)]
+        for p in starting:
+            p.start()
+        for p in starting:
+            p.join(timeout=60)
+        assert errors.empty(), f"start {attempt}: {errors.get()}"
+        db = sqlite3.connect(path)
+        assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+        db.close()
+
+
 def test_leases_give_stale_and_due_records_to_one_owner(store):
     live = record("LIVE", lease_until=1000.0, lease_owner="worker-a")
     stale = record("STALE", lease_until=50.0, lease_owner="worker-dead")
