@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from typing import Any
 
@@ -130,9 +132,59 @@ class EmbeddedSandbox(ChildProcess):
         raise RuntimeError(f"the embedded openIMIS sandbox did not start within {timeout} s")
 
 
+class SupervisedChild(ChildProcess):
+    """A helper process the master starts again when it dies, waiting longer after each quick death.
+
+    The agent alone forwards held claims, refreshes the services/items copy and heartbeats to
+    OpenHIM: if it died unnoticed, claims answered 202 would wait forever. SIGTERM, which stops
+    the instance, is the only way it stops on purpose; any other end is a death.
+    """
+
+    #: Seconds before the first restart; doubled after each death, up to the maximum.
+    FIRST_DELAY_S = 1.0
+    MAX_DELAY_S = 60.0
+
+    def __init__(self, name: str, argv: list[str]) -> None:
+        super().__init__(name, argv)
+        self._stopping = threading.Event()
+        self._turn = threading.Lock()  # a restart and `stop` never cross
+
+    def start(self) -> None:
+        super().start()
+        threading.Thread(target=self._watch, name=f"{self.name}-watch", daemon=True).start()
+
+    def _watch(self) -> None:
+        delay = self.FIRST_DELAY_S
+        while True:
+            process, started = self.process, time.monotonic()
+            if process is None:
+                return
+            code = process.wait()
+            if code in (0, -signal.SIGTERM) or self._stopping.is_set():
+                return  # stopped on purpose
+            if time.monotonic() - started > self.MAX_DELAY_S:
+                delay = self.FIRST_DELAY_S  # it had been running well: a fresh death
+            log.error(
+                f"the {self.name} process died; it is started again",
+                extra={"exit_code": code, "restart_in_s": delay},
+            )
+            if self._stopping.wait(delay):
+                return
+            with self._turn:
+                if self._stopping.is_set():
+                    return
+                super().start()
+            delay = min(delay * 2, self.MAX_DELAY_S)
+
+    def stop(self) -> None:
+        with self._turn:
+            self._stopping.set()
+        super().stop()
+
+
 def start_agent() -> ChildProcess:
     """One background agent per instance (forwarder, OpenHIM heartbeat), whatever the worker count."""
-    agent = ChildProcess("agent", [sys.executable, "-m", "mediator", "agent"])
+    agent = SupervisedChild("agent", [sys.executable, "-m", "mediator", "agent"])
     agent.start()
     return agent
 
