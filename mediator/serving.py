@@ -133,46 +133,64 @@ class EmbeddedSandbox(ChildProcess):
 
 
 class SupervisedChild(ChildProcess):
-    """A helper process the master starts again when it dies, waiting longer after each quick death.
+    """A helper process the master starts again whenever it ends while the instance runs.
 
     The agent alone forwards held claims, refreshes the services/items copy and heartbeats to
-    OpenHIM: if it died unnoticed, claims answered 202 would wait forever. SIGTERM, which stops
-    the instance, is the only way it stops on purpose; any other end is a death.
+    OpenHIM: if it died unnoticed, claims answered 202 would wait forever. Whether it ended on
+    purpose is the master's to say, not the exit code's: the instance is stopping once the master
+    got a stop signal (`restart_until_signalled`) or `stop` was called. The exit code is only
+    logged, and is unknown when gunicorn's master, which reaps any child of its own, got it first
+    (gunicorn then logs how the process ended).
     """
 
-    #: Seconds before the first restart; doubled after each death, up to the maximum.
+    #: Seconds before the first restart; doubled after each quick death, up to the maximum.
     FIRST_DELAY_S = 1.0
     MAX_DELAY_S = 60.0
 
     def __init__(self, name: str, argv: list[str]) -> None:
         super().__init__(name, argv)
         self._stopping = threading.Event()
+        self._signalled = False  # a plain flag: a signal handler must take no lock
         self._turn = threading.Lock()  # a restart and `stop` never cross
 
     def start(self) -> None:
         super().start()
         threading.Thread(target=self._watch, name=f"{self.name}-watch", daemon=True).start()
 
+    def restart_until_signalled(self, *signums: int) -> None:
+        """Chain the master's handlers of its stop signals (from the master's main thread)."""
+        for signum in signums:
+            previous = signal.getsignal(signum)
+            if not callable(previous):
+                continue  # the default action ends the master, and this thread with it
+
+            def note_stop(received: int, frame: Any, previous: Any = previous) -> None:
+                self._signalled = True
+                previous(received, frame)
+
+            signal.signal(signum, note_stop)
+
+    def _stopped(self) -> bool:
+        return self._signalled or self._stopping.is_set()
+
     def _watch(self) -> None:
         delay = self.FIRST_DELAY_S
-        while True:
-            process, started = self.process, time.monotonic()
-            if process is None:
-                return
-            code = process.wait()
-            if code in (0, -signal.SIGTERM) or self._stopping.is_set():
-                return  # stopped on purpose
+        while (process := self.process) is not None:
+            started = time.monotonic()
+            code = _exit_code(process)
             if time.monotonic() - started > self.MAX_DELAY_S:
                 delay = self.FIRST_DELAY_S  # it had been running well: a fresh death
-            log.error(
-                f"the {self.name} process died; it is started again",
-                extra={"exit_code": code, "restart_in_s": delay},
-            )
-            if self._stopping.wait(delay):
+            # Decided after the wait: a stop signal sent to the whole process group may end the
+            # child before the master has run its handler.
+            if self._stopping.wait(delay) or self._signalled:
                 return
             with self._turn:
-                if self._stopping.is_set():
+                if self._stopped():
                     return
+                log.error(
+                    f"the {self.name} process died; it is started again",
+                    extra={"exit_code": code, "down_for_s": delay},
+                )
                 super().start()
             delay = min(delay * 2, self.MAX_DELAY_S)
 
@@ -182,10 +200,21 @@ class SupervisedChild(ChildProcess):
         super().stop()
 
 
-def start_agent() -> ChildProcess:
+def _exit_code(process: subprocess.Popen[bytes]) -> int | None:
+    """Wait for the process to end; its exit code, or None if gunicorn's master reaped it first."""
+    try:
+        _, status = os.waitpid(process.pid, 0)
+    except ChildProcessError:
+        return None
+    process.returncode = os.waitstatus_to_exitcode(status)
+    return process.returncode
+
+
+def start_agent() -> SupervisedChild:
     """One background agent per instance (forwarder, OpenHIM heartbeat), whatever the worker count."""
     agent = SupervisedChild("agent", [sys.executable, "-m", "mediator", "agent"])
     agent.start()
+    agent.restart_until_signalled(signal.SIGTERM, signal.SIGINT, signal.SIGQUIT)
     return agent
 
 

@@ -54,7 +54,9 @@ def test_a_dead_agent_is_started_again_and_does_its_work(tmp_path):
 
         (restarted,) = wait_until(lambda: [p for p in _agents_of(mediator.process.pid) if p != agent])
         died = [json.loads(line) for line in mediator.log().splitlines() if "process died" in line]
-        assert [(line["level"], line["exit_code"]) for line in died] == [("ERROR", -signal.SIGKILL)]
+        assert [line["level"] for line in died] == ["ERROR"]
+        # None when gunicorn's master reaped the agent first; gunicorn then logs the SIGKILL.
+        assert died[0]["exit_code"] in (-signal.SIGKILL, None)
 
         # The new agent serves the instance: it reloads the services/items copy when asked.
         before = mediator.log().count("services/items cache refreshed")
