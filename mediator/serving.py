@@ -191,7 +191,10 @@ class SupervisedChild(ChildProcess):
                     f"the {self.name} process died; it is started again",
                     extra={"exit_code": code, "down_for_s": delay},
                 )
-                super().start()
+                try:
+                    super().start()
+                except OSError as exc:  # no process to wait for: the next round tries again
+                    log.error(f"the {self.name} process could not be started", extra={"error": str(exc)})
             delay = min(delay * 2, self.MAX_DELAY_S)
 
     def stop(self) -> None:

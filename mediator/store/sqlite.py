@@ -123,7 +123,7 @@ class SqliteClaimStore:
 
     @contextmanager
     def _opening_alone(self) -> Iterator[None]:
-        """Hold the instance's open lock: the switch to WAL and the schema are made by one process at a time."""
+        """Hold the instance's open lock: one process at a time switches to WAL and makes the schema."""
         with open(self.path.with_name(self.path.name + ".openlock"), "a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file is closed
             yield

@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import datetime
 import logging
+import os
+import signal
+import sys
+import time
+from pathlib import Path
 
 import pytest
 from gunicorn.config import Config
 
-from mediator.serving import gunicorn_options
+from mediator.serving import SupervisedChild, gunicorn_options
 from mediator.settings import Settings
+from tests.support.waiting import wait_until
 
 
 class _Response:
@@ -68,3 +74,46 @@ def _restore_logging():
     yield
     root.handlers[:] = handlers
     root.setLevel(level)
+
+
+def _supervised(tmp_path, exit_code: int) -> tuple[SupervisedChild, Path]:
+    """A child that notes each of its starts in a file, then exits at once."""
+    starts = tmp_path / "starts"
+    script = f"open({str(starts)!r}, 'a').write('started\\n'); raise SystemExit({exit_code})"
+    child = SupervisedChild("agent", [sys.executable, "-c", script])
+    child.FIRST_DELAY_S = 0.05
+    return child, starts
+
+
+def _count(starts: Path) -> int:
+    return len(starts.read_text().splitlines()) if starts.exists() else 0
+
+
+def test_a_dead_child_is_started_again_until_the_instance_stops(tmp_path, caplog):
+    child, starts = _supervised(tmp_path, exit_code=1)
+    with caplog.at_level(logging.ERROR, logger="mediator.serving"):
+        child.start()
+        wait_until(lambda: _count(starts) >= 3, timeout=10, every=0.02)
+        child.stop()
+    stopped_at = _count(starts)
+    time.sleep(0.5)  # several restart delays
+    assert _count(starts) == stopped_at
+    died = [r for r in caplog.records if "process died" in r.getMessage()]
+    assert died and all(r.exit_code == 1 for r in died)
+
+
+def test_a_child_is_not_started_again_once_the_master_got_a_stop_signal(tmp_path):
+    received = []
+    previous = signal.signal(signal.SIGUSR1, lambda *_: received.append("master's own handler"))
+    try:
+        child, starts = _supervised(tmp_path, exit_code=0)
+        child.FIRST_DELAY_S = 0.2
+        child.start()
+        child.restart_until_signalled(signal.SIGUSR1)
+        os.kill(os.getpid(), signal.SIGUSR1)  # as the process group gets SIGTERM
+        time.sleep(0.6)
+        child.stop()
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
+    assert received == ["master's own handler"], "the master's handler still runs"
+    assert _count(starts) == 1
