@@ -4,6 +4,8 @@ import datetime
 import io
 import json
 import logging
+import os
+import threading
 
 import pytest
 
@@ -71,3 +73,50 @@ def test_an_exception_is_logged_with_its_traceback_and_without_secrets(logged):
         logger.exception("upstream failure")
     (line,) = lines(stream)
     assert "RuntimeError" in line["exc_info"] and "abcdefghijklmnop" not in stream.getvalue()
+
+
+def _log_from_threads(handler, threads=8, per_thread=300, size=100):
+    logger = logging.getLogger(f"test.logs.whole.{id(handler)}")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+
+    def write(t):
+        for i in range(per_thread):
+            logger.info("transaction", extra={"writer": t, "i": i, "body": "x" * size})
+
+    workers = [threading.Thread(target=write, args=(t,)) for t in range(threads)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    logger.removeHandler(handler)
+
+
+@pytest.mark.parametrize("size", [100, 20_000])
+def test_lines_logged_by_many_threads_at_once_to_a_file_stay_whole(tmp_path, size):
+    path = tmp_path / "mediator.log"
+    with path.open("w") as stream:
+        handler = json_handler()
+        handler.setStream(stream)
+        _log_from_threads(handler, size=size)
+    written = [json.loads(line) for line in path.read_text().splitlines()]
+    assert len(written) == 8 * 300
+    assert {(line["writer"], line["i"]) for line in written} == {(t, i) for t in range(8) for i in range(300)}
+
+
+def test_lines_logged_by_many_threads_to_a_pipe_stay_whole(tmp_path):
+    read_end, write_end = os.pipe()
+    received = []
+    reader = threading.Thread(
+        target=lambda: received.append(b"".join(iter(lambda: os.read(read_end, 65536), b"")))
+    )
+    reader.start()
+    with os.fdopen(write_end, "w") as stream:
+        handler = json_handler()
+        handler.setStream(stream)
+        _log_from_threads(handler, size=1000)
+    reader.join()
+    os.close(read_end)
+    written = [json.loads(line) for line in received[0].decode().splitlines()]
+    assert len(written) == 8 * 300 and all(line["body"] == "x" * 1000 for line in written)
