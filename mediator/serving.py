@@ -152,6 +152,16 @@ class SupervisedChild(ChildProcess):
         self._stopping = threading.Event()
         self._signalled = False  # a plain flag: a signal handler must take no lock
         self._turn = threading.Lock()  # a restart and `stop` never cross
+        # gunicorn's master forks workers from its main thread while this thread may be starting
+        # the child or logging: a worker forked meanwhile would inherit Popen's error pipe (and
+        # the restart would wait for that worker's whole life) or a held stderr lock. The master's
+        # forks (os.fork, which runs these hooks; Popen's own fork does not) wait for this lock.
+        self._spawning = threading.Lock()
+        os.register_at_fork(
+            before=self._spawning.acquire,
+            after_in_parent=self._spawning.release,
+            after_in_child=self._spawning.release,
+        )
 
     def start(self) -> None:
         super().start()
@@ -174,27 +184,30 @@ class SupervisedChild(ChildProcess):
         return self._signalled or self._stopping.is_set()
 
     def _watch(self) -> None:
-        delay = self.FIRST_DELAY_S
-        while (process := self.process) is not None:
+        delay, process = self.FIRST_DELAY_S, self.process
+        while True:
             started = time.monotonic()
-            code = _exit_code(process)
+            code = _exit_code(process) if process is not None else None
             if time.monotonic() - started > self.MAX_DELAY_S:
                 delay = self.FIRST_DELAY_S  # it had been running well: a fresh death
             # Decided after the wait: a stop signal sent to the whole process group may end the
             # child before the master has run its handler.
             if self._stopping.wait(delay) or self._signalled:
                 return
-            with self._turn:
+            with self._turn, self._spawning:
                 if self._stopped():
                     return
-                log.error(
-                    f"the {self.name} process died; it is started again",
-                    extra={"exit_code": code, "down_for_s": delay},
-                )
+                if process is not None:
+                    log.error(
+                        f"the {self.name} process died; it is started again",
+                        extra={"exit_code": code, "down_for_s": delay},
+                    )
                 try:
                     super().start()
-                except OSError as exc:  # no process to wait for: the next round tries again
-                    log.error(f"the {self.name} process could not be started", extra={"error": str(exc)})
+                    process = self.process
+                except Exception:  # this thread must outlive a failed start: the next round tries again
+                    process = None
+                    log.exception(f"the {self.name} process could not be started")
             delay = min(delay * 2, self.MAX_DELAY_S)
 
     def stop(self) -> None:
@@ -214,7 +227,11 @@ def _exit_code(process: subprocess.Popen[bytes]) -> int | None:
 
 
 def start_agent() -> SupervisedChild:
-    """One background agent per instance (forwarder, OpenHIM heartbeat), whatever the worker count."""
+    """One background agent per instance (forwarder, OpenHIM heartbeat), whatever the worker count.
+
+    The agent never exits with 3 or 4: gunicorn's master, when it happens to reap the agent
+    itself, takes those for a worker's boot or app-load error and halts the whole instance.
+    """
     agent = SupervisedChild("agent", [sys.executable, "-m", "mediator", "agent"])
     agent.start()
     agent.restart_until_signalled(signal.SIGTERM, signal.SIGINT, signal.SIGQUIT)

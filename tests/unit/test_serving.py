@@ -111,9 +111,24 @@ def test_a_child_is_not_started_again_once_the_master_got_a_stop_signal(tmp_path
         child.start()
         child.restart_until_signalled(signal.SIGUSR1)
         os.kill(os.getpid(), signal.SIGUSR1)  # as the process group gets SIGTERM
-        time.sleep(0.6)
+        wait_until(lambda: _count(starts) == 1 and child.exited(), timeout=10, every=0.02)
+        time.sleep(0.6)  # three restart delays
         child.stop()
     finally:
         signal.signal(signal.SIGUSR1, previous)
     assert received == ["master's own handler"], "the master's handler still runs"
     assert _count(starts) == 1
+
+
+def test_a_failed_restart_is_tried_again(tmp_path, caplog):
+    child, starts = _supervised(tmp_path, exit_code=1)
+    command = child.argv
+    with caplog.at_level(logging.ERROR, logger="mediator.serving"):
+        child.start()
+        wait_until(lambda: _count(starts) >= 1, timeout=10, every=0.02)
+        child.argv = [str(tmp_path / "no-such-program")]  # the next starts fail
+        wait_until(lambda: any("could not be started" in r.getMessage() for r in caplog.records), timeout=10)
+        child.argv = command
+        before = _count(starts)
+        wait_until(lambda: _count(starts) > before, timeout=10, every=0.02)
+        child.stop()
