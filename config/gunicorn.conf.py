@@ -12,20 +12,24 @@ except SettingsError as _exc:
     sys.exit(2)
 
 globals().update(gunicorn_options(_settings))
-_state = {}
+
+
+# The helper processes are kept on the master (`server`), not in this module: a reload (SIGHUP)
+# runs this file again as a new module, and on_exit must still find the processes to stop.
 
 
 def on_starting(server):
-    _state["sandbox"] = start_embedded_sandbox_if_needed(_settings)
+    server.mediator_children = {"sandbox": start_embedded_sandbox_if_needed(_settings)}
 
 
 def when_ready(server):
     # Started after the sandbox, so that the agent reads the sandbox's OPENIMIS_URL.
-    _state["agent"] = start_agent()
+    server.mediator_children["agent"] = start_agent()
 
 
 def on_exit(server):
+    children = getattr(server, "mediator_children", {})
     for name in ("agent", "sandbox"):
-        child = _state.get(name)
+        child = children.get(name)
         if child is not None:
             child.stop()

@@ -32,18 +32,38 @@ def test_fresh_start_answers_medication_from_the_embedded_sandbox(tmp_path):
     assert "admin123" not in log
 
 
-def _agents_of(master_pid: int) -> list[int]:
-    """The agent processes the gunicorn master started (Linux /proc)."""
-    agents = []
+def _children_of(master_pid: int, *command: bytes) -> list[int]:
+    """The live processes the gunicorn master started with these command-line words (Linux /proc)."""
+    found = []
     for entry in Path("/proc").iterdir():
         try:
             argv = (entry / "cmdline").read_bytes().split(b"\0")
-            parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
         except (OSError, ValueError, IndexError):
             continue
-        if parent == master_pid and argv[-3:] == [b"mediator", b"agent", b""]:
-            agents.append(int(entry.name))
-    return agents
+        state, parent = fields[0], int(fields[1])
+        if parent == master_pid and state != "Z" and all(word in argv for word in command):
+            found.append(int(entry.name))
+    return found
+
+
+def _agents_of(master_pid: int) -> list[int]:
+    return _children_of(master_pid, b"mediator", b"agent")
+
+
+def _ready_worker(url: str) -> int | None:
+    """The pid of the worker that answered /ready on a new connection."""
+    try:
+        return requests.get(url + "/ready", timeout=5).json()["worker"]
+    except (requests.RequestException, ValueError, KeyError):  # workers are being replaced
+        return None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
 
 
 def test_a_dead_agent_is_started_again_and_does_its_work(tmp_path):
@@ -66,3 +86,20 @@ def test_a_dead_agent_is_started_again_and_does_its_work(tmp_path):
         wait_until(lambda: mediator.log().count("services/items cache refreshed") > before)
         assert _agents_of(mediator.process.pid) == [restarted]
     assert "process died" not in mediator.log().split('"Handling signal: term"')[-1]
+
+
+def test_after_a_reload_stopping_the_master_stops_the_agent_and_the_sandbox(tmp_path):
+    with running_mediator({"MEDIATOR_STATE_DIR": str(tmp_path)}) as mediator:
+        master = mediator.process.pid
+        (agent,) = wait_until(lambda: _agents_of(master))
+        (sandbox,) = wait_until(lambda: _children_of(master, b"mediator.sandbox"))
+        old_workers = set(_children_of(master)) - {agent, sandbox}
+        os.kill(master, signal.SIGHUP)  # gunicorn reloads: its config file runs again
+        new_workers = wait_until(lambda: len(w := set(_children_of(master)) - {agent, sandbox} - old_workers) == 2
+                                 and not old_workers & set(_children_of(master)) and w)  # fmt: skip
+        # Both new workers serving (a worker still booting would sit out the stop's grace period).
+        wait_until(lambda: new_workers <= {_ready_worker(mediator.url) for _ in range(20)})
+        os.kill(master, signal.SIGTERM)  # the master alone, as `docker stop` does
+        mediator.process.wait(timeout=30)
+        assert not _alive(agent) and not _alive(sandbox), "stopped with the master, not left behind"
+        assert "process died" not in mediator.log()
