@@ -109,8 +109,8 @@ def test_workers_writing_at_once_lose_nothing(tmp_path):
 
 
 def _open_store(path, barrier, errors):
-    barrier.wait()
     try:
+        barrier.wait(timeout=30)
         SqliteClaimStore(path)
     except Exception as exc:  # reported to the parent
         errors.put(repr(exc))
@@ -130,6 +130,7 @@ def test_processes_starting_together_all_open_a_new_store(tmp_path):
         for p in starting:
             p.join(timeout=60)
         assert errors.empty(), f"start {attempt}: {errors.get()}"
+        assert all(p.exitcode == 0 for p in starting)
         db = sqlite3.connect(path)
         assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
         db.close()
