@@ -33,6 +33,11 @@ from mediator.transactions.catalogue import CatalogueRefresher
 log = logging.getLogger("mediator.agent")
 
 REGISTRATION_BACKOFF_MAX_S = 60.0
+#: Every this many heartbeats the agent asks for the console config again (`config: true`).
+#: Core reads `_configModifiedTS` before it stamps `_lastHeartbeat` (openhim-core 4.0.5,
+#: api/mediators.js): a console change saved while core handles a heartbeat is never sent on its
+#: own, and a lost change would wait for the next restart. With 10 s beats it arrives within a minute.
+CONFIG_RECHECK_BEATS = 6
 
 
 class OpenHimAgent:
@@ -43,17 +48,19 @@ class OpenHimAgent:
         self.api = api or OpenHimApi(settings)
         self._started = time.monotonic()
         self._status: dict[str, Any] = {"mode": "registering", "registered": False, "api": self.api.base}
+        self._console_config: dict[str, Any] | None = None  # the last one core sent
 
     def run(self, stop: threading.Event) -> None:
         if not self.base_settings.openhim_verify_tls:
             log.warning("TLS verification towards OpenHIM is OFF (OPENHIM_VERIFY_TLS=false)")
         self._update()
         self._register_until_done(stop)
-        want_config = True
+        beats = 0
         while not stop.is_set():
             try:
+                want_config = beats % CONFIG_RECHECK_BEATS == 0
                 config = heartbeat(self.api, self.settings.mediator_urn, self.uptime(), want_config)
-                want_config = False
+                beats += 1
                 self._update(last_heartbeat=iso_now(), heartbeat_error=None)
                 if config is not None:
                     self.receive_console_config(config)
@@ -97,6 +104,9 @@ class OpenHimAgent:
 
     def receive_console_config(self, config: dict[str, Any]) -> None:
         """Validate a console config; only a valid one reaches the workers."""
+        if config == self._console_config:
+            return  # sent again because asked again (CONFIG_RECHECK_BEATS): nothing changed
+        self._console_config = config
         try:
             new_settings = apply_console_config(self.base_settings, config)
         except SettingsError as exc:

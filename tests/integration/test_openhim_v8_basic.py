@@ -5,7 +5,8 @@ import time
 
 import pytest
 
-from mediator.agent import OpenHimAgent
+from mediator import agent as agent_module
+from mediator.agent import CONFIG_RECHECK_BEATS, OpenHimAgent
 from mediator.openhim.live_config import CONSOLE_CONFIG_FILE, OPENHIM_STATE_FILE, SharedState
 from mediator.runtime import MediatorRuntime
 from tests.support.openhim_v8_standin import running_standin
@@ -51,7 +52,7 @@ def test_registers_with_basic_auth_installs_channels_and_heartbeats(running_agen
     assert set(state.auth_headers_seen) == {"Basic"}, "a v8 core must never see the token scheme"
     assert len(state.channels) == 5
     assert state.heartbeats[0].get("config") is True, "the first beat asks for the console config"
-    assert all("config" not in beat for beat in state.heartbeats[1:])
+    assert all("config" not in beat for beat in state.heartbeats[1:CONFIG_RECHECK_BEATS])
     status = SharedState(agent_settings.mediator_state_dir).read(OPENHIM_STATE_FILE)
     assert status["registered"] is True and status["last_heartbeat"]
 
@@ -70,6 +71,30 @@ def test_console_change_reaches_workers_within_a_heartbeat(running_agent, standi
 
     wait_for(worker_has_it, timeout=3)
     assert worker.settings.log_level == "WARNING"
+
+
+def test_a_console_change_core_does_not_send_still_arrives(monkeypatch, standin, agent_settings):
+    """Core 4.0.5 loses a change saved while it handles a heartbeat: the agent asks again."""
+    monkeypatch.setattr(agent_module, "CONFIG_RECHECK_BEATS", 3)
+    _, state = standin
+    shared = SharedState(agent_settings.mediator_state_dir)
+    agent = OpenHimAgent(agent_settings, shared)
+    stop = threading.Event()
+    thread = threading.Thread(target=agent.run, args=(stop,), daemon=True)
+    thread.start()
+    try:
+        wait_for(lambda: shared.read(CONSOLE_CONFIG_FILE))  # the first beat's config
+        first = shared.mtime(CONSOLE_CONFIG_FILE)
+        wait_for(lambda: len(state.heartbeats) >= 4, timeout=10)  # asked again at the 4th beat
+        assert state.heartbeats[3].get("config") is True
+        assert shared.mtime(CONSOLE_CONFIG_FILE) == first, "an unchanged config is not written again"
+        # A change core never flags (not in config_changed), as when its race loses it:
+        state.mediators[agent_settings.mediator_urn]["config"] = {"openimisReadTimeout": 9}
+        wait_for(lambda: shared.read(CONSOLE_CONFIG_FILE)["config"] == {"openimisReadTimeout": 9}, timeout=10)
+    finally:
+        stop.set()
+        thread.join(10)
+    assert agent.settings.openimis_read_timeout == 9
 
 
 def test_invalid_console_value_is_refused_and_previous_stays(running_agent, standin, agent_settings):
