@@ -180,9 +180,6 @@ class SupervisedChild(ChildProcess):
 
             signal.signal(signum, note_stop)
 
-    def _stopped(self) -> bool:
-        return self._signalled or self._stopping.is_set()
-
     def _watch(self) -> None:
         delay, process = self.FIRST_DELAY_S, self.process
         while True:
@@ -192,10 +189,9 @@ class SupervisedChild(ChildProcess):
                 delay = self.FIRST_DELAY_S  # it had been running well: a fresh death
             # Decided after the wait: a stop signal sent to the whole process group may end the
             # child before the master has run its handler.
-            if self._stopping.wait(delay) or self._signalled:
-                return
+            self._stopping.wait(delay)
             with self._turn, self._spawning:
-                if self._stopped():
+                if self._signalled or self._stopping.is_set():
                     return
                 if process is not None:
                     log.error(

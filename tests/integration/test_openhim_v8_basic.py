@@ -73,28 +73,26 @@ def test_console_change_reaches_workers_within_a_heartbeat(running_agent, standi
     assert worker.settings.log_level == "WARNING"
 
 
-def test_a_console_change_core_does_not_send_still_arrives(monkeypatch, standin, agent_settings):
-    """Core 4.0.5 loses a change saved while it handles a heartbeat: the agent asks again."""
+@pytest.fixture
+def recheck_every_third_beat(monkeypatch):
     monkeypatch.setattr(agent_module, "CONFIG_RECHECK_BEATS", 3)
+
+
+def test_a_console_change_core_does_not_send_still_arrives(
+    recheck_every_third_beat, running_agent, standin, agent_settings
+):
+    """Core 4.0.5 loses a change saved while it handles a heartbeat: the agent asks again."""
     _, state = standin
     shared = SharedState(agent_settings.mediator_state_dir)
-    agent = OpenHimAgent(agent_settings, shared)
-    stop = threading.Event()
-    thread = threading.Thread(target=agent.run, args=(stop,), daemon=True)
-    thread.start()
-    try:
-        wait_for(lambda: shared.read(CONSOLE_CONFIG_FILE))  # the first beat's config
-        first = shared.mtime(CONSOLE_CONFIG_FILE)
-        wait_for(lambda: len(state.heartbeats) >= 4, timeout=10)  # asked again at the 4th beat
-        assert state.heartbeats[3].get("config") is True
-        assert shared.mtime(CONSOLE_CONFIG_FILE) == first, "an unchanged config is not written again"
-        # A change core never flags (not in config_changed), as when its race loses it:
-        state.mediators[agent_settings.mediator_urn]["config"] = {"openimisReadTimeout": 9}
-        wait_for(lambda: shared.read(CONSOLE_CONFIG_FILE)["config"] == {"openimisReadTimeout": 9}, timeout=10)
-    finally:
-        stop.set()
-        thread.join(10)
-    assert agent.settings.openimis_read_timeout == 9
+    wait_for(lambda: shared.read(CONSOLE_CONFIG_FILE))  # the first beat's config
+    first = shared.mtime(CONSOLE_CONFIG_FILE)
+    wait_for(lambda: len(state.heartbeats) >= 4, timeout=10)  # asked again at the 4th beat
+    assert state.heartbeats[3].get("config") is True
+    assert shared.mtime(CONSOLE_CONFIG_FILE) == first, "an unchanged config is not written again"
+    # A change core never flags (not in config_changed), as when its race loses it:
+    state.mediators[agent_settings.mediator_urn]["config"] = {"openimisReadTimeout": 9}
+    wait_for(lambda: shared.read(CONSOLE_CONFIG_FILE)["config"] == {"openimisReadTimeout": 9}, timeout=10)
+    assert running_agent.settings.openimis_read_timeout == 9
 
 
 def test_invalid_console_value_is_refused_and_previous_stays(running_agent, standin, agent_settings):

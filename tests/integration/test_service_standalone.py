@@ -32,16 +32,21 @@ def test_fresh_start_answers_medication_from_the_embedded_sandbox(tmp_path):
     assert "admin123" not in log
 
 
+def _state_and_parent(process: Path) -> tuple[str, int]:
+    """From /proc/<pid>/stat: the process's state letter ("Z": ended, not yet reaped) and parent."""
+    fields = (process / "stat").read_text().rsplit(")", 1)[1].split()
+    return fields[0], int(fields[1])
+
+
 def _children_of(master_pid: int, *command: bytes) -> list[int]:
     """The live processes the gunicorn master started with these command-line words (Linux /proc)."""
     found = []
     for entry in Path("/proc").iterdir():
         try:
             argv = (entry / "cmdline").read_bytes().split(b"\0")
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            state, parent = _state_and_parent(entry)
         except (OSError, ValueError, IndexError):
             continue
-        state, parent = fields[0], int(fields[1])
         if parent == master_pid and state != "Z" and all(word in argv for word in command):
             found.append(int(entry.name))
     return found
@@ -61,7 +66,7 @@ def _ready_worker(url: str) -> int | None:
 
 def _alive(pid: int) -> bool:
     try:
-        return (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+        return _state_and_parent(Path("/proc") / str(pid))[0] != "Z"
     except OSError:
         return False
 
