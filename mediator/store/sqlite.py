@@ -5,8 +5,9 @@ processes of an instance, SQLite's own write lock decides. A lone write runs in 
 autocommit, so that lock is held only inside one SQLite call, never while a thread waits for the
 GIL: collisions are rare and short. (A file lock taken around every batch, as before, cost each
 write two system calls and each worker waits on the other's batches: 0.55 -> 0.60 of the bare
-hop without it, at 2 workers x 8 threads.) A writer that does find SQLite busy waits in SQLite's
-busy handler, up to 30 s. Opening the store is the exception: the processes of an instance
+hop without it, at 2 workers x 8 threads.) A batch that finds SQLite's lock taken waits for it
+in short pauses of its own (`group_commit`), other writers in SQLite's busy handler; both up to
+30 s. Opening the store is the exception: the processes of an instance
 start together, and SQLite refuses at once ("database is locked", no busy handler) a second
 process that asks for the switch of a new file to WAL while the first makes it; so a file lock
 lets one process at a time open the store (once per process, never per write).
@@ -112,6 +113,7 @@ class SqliteClaimStore:
         self._pid = os.getpid()
         self._thread_lock = threading.Lock()
         self._group: GroupCommit | None = None
+        self._batch_db: sqlite3.Connection | None = None
         self._group_pid = 0
         with self._writing(), self._opening_alone():
             db = self._connection()
@@ -133,22 +135,29 @@ class SqliteClaimStore:
     def _connection(self) -> sqlite3.Connection:
         db = getattr(self._local, "db", None)
         if db is None or self._pid != os.getpid():  # never share a connection across a fork
-            # WAL is a property of the file, set once when the store is opened (`__init__`).
-            db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=False)
-            db.execute("PRAGMA synchronous=NORMAL")
-            db.execute("PRAGMA busy_timeout=30000")
-            # The agent checkpoints every second (`checkpoint`); a request thread only does when the
-            # WAL grew this large without it (agent down), instead of every 1,000 pages.
-            db.execute(f"PRAGMA wal_autocheckpoint={_FALLBACK_CHECKPOINT_PAGES}")
-            db.execute(f"PRAGMA journal_size_limit={_WAL_SIZE_LIMIT_BYTES}")
-            self._local.db = db
+            self._local.db = db = self._connect(busy_timeout_s=30.0)
             self._pid = os.getpid()
         return db
 
+    def _connect(self, busy_timeout_s: float) -> sqlite3.Connection:
+        # WAL is a property of the file, set once when the store is opened (`__init__`).
+        db = sqlite3.connect(self.path, timeout=busy_timeout_s, isolation_level=None, check_same_thread=False)
+        db.execute("PRAGMA synchronous=NORMAL")
+        # The agent checkpoints every second (`checkpoint`); a request thread only does when the
+        # WAL grew this large without it (agent down), instead of every 1,000 pages.
+        db.execute(f"PRAGMA wal_autocheckpoint={_FALLBACK_CHECKPOINT_PAGES}")
+        db.execute(f"PRAGMA journal_size_limit={_WAL_SIZE_LIMIT_BYTES}")
+        return db
+
     def _batches(self) -> GroupCommit:
-        """Intakes and results of this process's threads, committed in shared transactions."""
+        """Intakes and results of this process's threads, committed in shared transactions.
+
+        Through one connection of the process, used by whichever thread leads a batch (always
+        in the process's turn to write). It has no busy timeout: the batch waits for the other
+        processes in short pauses of its own (`group_commit`)."""
         if self._group is None or self._group_pid != os.getpid():
-            self._group = GroupCommit(self._writing, self._connection)
+            self._batch_db = batch_db = self._connect(busy_timeout_s=0.0)
+            self._group = GroupCommit(self._writing, lambda: batch_db)
             self._group_pid = os.getpid()
         return self._group
 
@@ -163,6 +172,10 @@ class SqliteClaimStore:
         if db is not None:
             db.close()
             self._local.db = None
+        if self._batch_db is not None and self._group_pid == os.getpid():
+            with self._writing():
+                self._batch_db.close()
+                self._batch_db, self._group = None, None
 
     # -- reads -----------------------------------------------------------------------------
 

@@ -159,3 +159,43 @@ def test_a_write_that_raises_something_else_reaches_its_caller(tmp_path, count):
     results, errors = run_threads(write, count)
     assert isinstance(errors[0], ValueError) and set(results) == set(range(1, count))
     assert h.rows() == {f"k{i}": i for i in range(1, count)}
+
+
+def _held_elsewhere(path, hold_s):
+    """Another connection (as another worker would) holds SQLite's write lock for `hold_s`."""
+    other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    other.execute("BEGIN IMMEDIATE")
+    other.execute("INSERT INTO t (k, v) VALUES ('other', 0)")
+    release = threading.Timer(hold_s, lambda: other.execute("COMMIT"))
+    release.start()
+    return release
+
+
+@pytest.mark.parametrize("count", [1, 6])
+def test_writes_wait_for_another_process_holding_the_write_lock(tmp_path, count):
+    """The batch connection has no busy timeout: the group waits itself, lone write or batch."""
+    h = Harness(tmp_path / "db.sqlite3", lock_hold_s=0.005)
+    h.local.db = sqlite3.connect(h.path, timeout=0, isolation_level=None, check_same_thread=False)
+    shared = h.local.db
+    h.group = GroupCommit(h.lock, lambda: shared)
+    release = _held_elsewhere(h.path, 0.15)
+    started = time.monotonic()
+    results, errors = run_threads(lambda i: h.group.run(insert(f"k{i}", i)), count)
+    release.join()
+    assert not errors, errors
+    assert results == {i: 1 for i in range(count)}
+    assert time.monotonic() - started >= 0.14, "the writes went in while the lock was held elsewhere"
+    assert h.rows() == {"other": 0, **{f"k{i}": i for i in range(count)}}
+
+
+def test_a_write_gives_up_on_a_lock_held_too_long_and_stores_nothing(tmp_path, monkeypatch):
+    monkeypatch.setattr(group_commit, "BUSY_WAIT_LIMIT_S", 0.05)
+    h = Harness(tmp_path / "db.sqlite3")
+    shared = sqlite3.connect(h.path, timeout=0, isolation_level=None, check_same_thread=False)
+    h.group = GroupCommit(h.lock, lambda: shared)
+    release = _held_elsewhere(h.path, 0.5)
+    with pytest.raises(sqlite3.OperationalError, match="locked"):
+        h.group.run(insert("late", 1))
+    release.join()
+    assert h.rows() == {"other": 0}
+    assert h.group.run(insert("after", 2)) == 1
