@@ -10,10 +10,8 @@ from datetime import UTC, datetime
 
 from mediator.openhim.live_config import SharedState
 from mediator.settings import Settings
-from mediator.store import ClaimRecord, ClaimState, SqliteClaimStore
+from mediator.store import OPEN_STATES, ClaimRecord, ClaimState, SqliteClaimStore
 from mediator.transactions.catalogue import CATALOGUE_FILE, RESOURCE_TYPES, request_refresh
-
-_OPEN_STATES = (ClaimState.QUEUED, ClaimState.SENDING, ClaimState.AWAITING_ADJUDICATION)
 
 
 def run_queue_command(settings: Settings, command: str, key: str | None) -> int:
@@ -24,7 +22,7 @@ def run_queue_command(settings: Settings, command: str, key: str | None) -> int:
             f"held or in flight: {stats.depth}  awaiting adjudication: {stats.awaiting_adjudication}  "
             f"oldest held: {_age(stats.oldest_queued_age_s)}  last error: {stats.last_error or '-'}"
         )
-        for record in store.listing(_OPEN_STATES, 1000):
+        for record in store.listing(OPEN_STATES, 1000):
             print(_line(record))
         return 0
     records = _find(store, key or "")
@@ -68,7 +66,7 @@ def _summary(record: ClaimRecord) -> dict[str, object]:
         "attempts": record.attempts,
         "received": _when(record.created_at),
         "updated": _when(record.updated_at),
-        "next_attempt": _when(record.next_attempt_at) if record.state in _OPEN_STATES else None,
+        "next_attempt": _when(record.next_attempt_at) if record.state in OPEN_STATES else None,
         "openimis_id": record.openimis_id,
         "last_error": record.last_error,
         "openhim_transaction": record.openhim_tx_id,

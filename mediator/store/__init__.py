@@ -6,7 +6,7 @@ at any point leaves a record the forwarder can finish. `ClaimStore` is the inter
 `SqliteClaimStore` the embedded implementation (a shared PostgreSQL one can follow it).
 """
 
-from mediator.store.records import ClaimRecord, ClaimState, ClaimStore, QueueStats
+from mediator.store.records import OPEN_STATES, ClaimRecord, ClaimState, ClaimStore, QueueStats
 from mediator.store.sqlite import SqliteClaimStore
 
-__all__ = ["ClaimRecord", "ClaimState", "ClaimStore", "QueueStats", "SqliteClaimStore"]
+__all__ = ["OPEN_STATES", "ClaimRecord", "ClaimState", "ClaimStore", "QueueStats", "SqliteClaimStore"]

@@ -21,6 +21,8 @@ class ClaimState(StrEnum):
 
 
 FINISHED_STATES = (ClaimState.DONE, ClaimState.INVALID)
+#: Not finished: the forwarder's (held, in flight, waiting for adjudication).
+OPEN_STATES = (ClaimState.SENDING, ClaimState.QUEUED, ClaimState.AWAITING_ADJUDICATION)
 
 
 @dataclass

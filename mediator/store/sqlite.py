@@ -38,9 +38,13 @@ from typing import Any
 
 from mediator.jsontext import compact_json
 from mediator.store.group_commit import GroupCommit
-from mediator.store.records import FINISHED_STATES, ClaimRecord, ClaimState, QueueStats
+from mediator.store.records import FINISHED_STATES, OPEN_STATES, ClaimRecord, ClaimState, QueueStats
 
-_SCHEMA = """
+#: The conditions of the partial indexes, in the words their queries must repeat.
+_IS_OPEN = f"state IN ({', '.join(repr(str(s)) for s in OPEN_STATES)})"
+_IS_FINISHED = f"state IN ({', '.join(repr(str(s)) for s in FINISHED_STATES)})"
+
+_SCHEMA_TEMPLATE = """
 CREATE TABLE IF NOT EXISTS claims (
     id TEXT PRIMARY KEY,
     claim_code TEXT NOT NULL,
@@ -68,10 +72,19 @@ CREATE TABLE IF NOT EXISTS pending_reports (
     transaction_id TEXT NOT NULL,
     PRIMARY KEY (claim_id, transaction_id)
 );
-CREATE INDEX IF NOT EXISTS claims_due ON claims (state, next_attempt_at);
-CREATE INDEX IF NOT EXISTS claims_openimis_id ON claims (openimis_id);
-CREATE INDEX IF NOT EXISTS claims_updated ON claims (updated_at);
+-- Partial indexes: each holds only the claims its readers look for, so that a claim's intake
+-- writes two index entries less and its result two less (a fifth of the store's CPU per claim).
+-- Their readers repeat the index's condition word for word (`_IS_OPEN`, `_IS_FINISHED`):
+-- SQLite only uses a partial index for a query whose WHERE clause contains its condition.
+DROP INDEX IF EXISTS claims_due;
+DROP INDEX IF EXISTS claims_openimis_id;
+DROP INDEX IF EXISTS claims_updated;
+CREATE INDEX IF NOT EXISTS claims_open ON claims (state, next_attempt_at) WHERE {is_open};
+CREATE INDEX IF NOT EXISTS claims_by_openimis_id ON claims (openimis_id) WHERE openimis_id IS NOT NULL;
+CREATE INDEX IF NOT EXISTS claims_finished ON claims (updated_at) WHERE {is_finished};
 """
+
+_SCHEMA = _SCHEMA_TEMPLATE.format(is_open=_IS_OPEN, is_finished=_IS_FINISHED)
 
 _COLUMNS = (
     "id",
@@ -201,22 +214,29 @@ class SqliteClaimStore:
 
     def listing(self, states: tuple[ClaimState, ...], limit: int) -> list[ClaimRecord]:
         marks = ", ".join("?" for _ in states)
+        among_open = f"{_IS_OPEN} AND " if set(states) <= set(OPEN_STATES) else ""
         rows = (
             self._connection()
-            .execute(f"{_SELECT} WHERE state IN ({marks}) ORDER BY created_at LIMIT ?", (*states, limit))
+            .execute(
+                f"{_SELECT} WHERE {among_open}state IN ({marks}) ORDER BY created_at LIMIT ?",
+                (*states, limit),
+            )
             .fetchall()
         )
         return [_record(r) for r in rows]
 
     def stats(self, now: float) -> QueueStats:
         db = self._connection()
-        counts = dict(db.execute("SELECT state, COUNT(*) FROM claims GROUP BY state").fetchall())
+        counts = dict(
+            db.execute(f"SELECT state, COUNT(*) FROM claims WHERE {_IS_OPEN} GROUP BY state").fetchall()
+        )
+        (finished,) = db.execute(f"SELECT COUNT(*) FROM claims WHERE {_IS_FINISHED}").fetchone()
         oldest = db.execute(
-            "SELECT MIN(created_at) FROM claims WHERE state IN (?, ?)",
+            f"SELECT MIN(created_at) FROM claims WHERE {_IS_OPEN} AND state IN (?, ?)",
             (ClaimState.QUEUED, ClaimState.SENDING),
         ).fetchone()[0]
         last_error = db.execute(
-            "SELECT last_error FROM claims WHERE state = ? AND last_error IS NOT NULL "
+            f"SELECT last_error FROM claims WHERE {_IS_OPEN} AND state = ? AND last_error IS NOT NULL "
             "ORDER BY updated_at DESC LIMIT 1",
             (ClaimState.QUEUED,),
         ).fetchone()
@@ -225,7 +245,7 @@ class SqliteClaimStore:
             awaiting_adjudication=counts.get(ClaimState.AWAITING_ADJUDICATION, 0),
             oldest_queued_age_s=round(now - oldest, 1) if oldest is not None else None,
             last_error=last_error[0] if last_error else None,
-            finished=sum(counts.get(s, 0) for s in FINISHED_STATES),
+            finished=finished,
         )
 
     def due_reports(self, limit: int) -> list[tuple[ClaimRecord, str]]:
@@ -276,8 +296,8 @@ class SqliteClaimStore:
         db.execute("BEGIN IMMEDIATE")
         try:
             rows = db.execute(
-                f"{_SELECT} WHERE (state IN (?, ?) AND next_attempt_at <= ? AND lease_until < ?)"
-                " OR (state = ? AND lease_until < ?) ORDER BY next_attempt_at LIMIT ?",
+                f"{_SELECT} WHERE {_IS_OPEN} AND ((state IN (?, ?) AND next_attempt_at <= ? AND lease_until < ?)"
+                " OR (state = ? AND lease_until < ?)) ORDER BY next_attempt_at LIMIT ?",
                 (
                     ClaimState.QUEUED,
                     ClaimState.AWAITING_ADJUDICATION,
@@ -348,9 +368,9 @@ class SqliteClaimStore:
         # By age: SQLite otherwise chose the `state` index and read every finished claim kept.
         with self._writing():
             cursor = self._connection().execute(
-                "DELETE FROM claims INDEXED BY claims_updated WHERE state IN (?, ?) AND updated_at < ? "
+                f"DELETE FROM claims INDEXED BY claims_finished WHERE {_IS_FINISHED} AND updated_at < ? "
                 "AND id NOT IN (SELECT claim_id FROM pending_reports)",
-                (*FINISHED_STATES, before),
+                (before,),
             )
         return cursor.rowcount
 

@@ -254,3 +254,57 @@ def test_the_agents_rounds_do_not_grow_with_the_finished_claims_kept(store):
     assert _sqlite_work(store, lambda: store.purge_finished(before=0.0)) <= purge_alone + 2
     assert [tx for _, tx in store.due_reports(10)] == ["tx-answered-202"]
     assert store.purge_finished(before=100.0) == 3, "the old ones only, and not the one to report"
+
+
+def test_the_forwarders_and_the_health_checks_rounds_do_not_grow_with_the_finished_claims_kept(store):
+    """Due claims are looked for every second and the queue is counted by every /ready: both
+    through the index of open claims, which finished claims leave."""
+    store.intake(record("Q1", state=ClaimState.QUEUED, next_attempt_at=0.0))
+    _fill_finished(store, 3, updated_at=50.0)
+    lease_alone = _sqlite_work(store, lambda: store.lease_due(10**6, 60, "probe", 10))
+    listing_alone = _sqlite_work(store, lambda: store.listing((ClaimState.QUEUED, ClaimState.SENDING), 100))
+
+    _fill_finished(store, 3000, updated_at=500.0)
+    assert _sqlite_work(store, lambda: store.lease_due(10**6, 60, "probe", 10)) <= lease_alone + 2
+    assert _sqlite_work(store, lambda: store.listing((ClaimState.QUEUED,), 100)) <= listing_alone + 2
+    stats = store.stats(1000.0)
+    assert (stats.depth, stats.finished) == (1, 3003)
+
+
+# The store's layout before its indexes became partial (2026-11): what an upgraded mediator finds.
+_PREVIOUS_LAYOUT = """
+CREATE TABLE claims (
+    id TEXT PRIMARY KEY, claim_code TEXT NOT NULL, facility TEXT NOT NULL, content_hash TEXT NOT NULL,
+    state TEXT NOT NULL, payload TEXT NOT NULL, created_at REAL NOT NULL, updated_at REAL NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0, next_attempt_at REAL NOT NULL DEFAULT 0,
+    lease_until REAL NOT NULL DEFAULT 0, lease_owner TEXT, openimis_id TEXT, outcome TEXT,
+    response_status INTEGER, response_body TEXT, last_error TEXT, openhim_tx_id TEXT,
+    UNIQUE (claim_code, facility)
+);
+CREATE TABLE pending_reports (
+    claim_id TEXT NOT NULL, transaction_id TEXT NOT NULL, PRIMARY KEY (claim_id, transaction_id)
+);
+CREATE INDEX claims_due ON claims (state, next_attempt_at);
+CREATE INDEX claims_openimis_id ON claims (openimis_id);
+CREATE INDEX claims_updated ON claims (updated_at);
+INSERT INTO claims (id, claim_code, facility, content_hash, state, payload, created_at, updated_at,
+                    openimis_id, response_body)
+VALUES ('r1', 'C1', 'HF1', 'h', 'done', '{"claim": {}}', 1.0, 1.0, 'uuid-1', '{}'),
+       ('r2', 'C2', 'HF1', 'h', 'queued', '{"claim": {}}', 2.0, 2.0, NULL, NULL);
+"""
+
+
+def test_a_store_of_the_previous_layout_is_upgraded_in_place(tmp_path):
+    path = tmp_path / "claims.sqlite3"
+    with sqlite3.connect(path) as db:
+        db.execute("PRAGMA journal_mode=WAL")
+        db.executescript(_PREVIOUS_LAYOUT)
+    store = SqliteClaimStore(path)
+    with sqlite3.connect(path) as db:
+        indexes = {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+    assert not indexes & {"claims_due", "claims_openimis_id", "claims_updated"}
+    assert {"claims_open", "claims_by_openimis_id", "claims_finished"} <= indexes
+    assert store.get("uuid-1").id == "r1", "found by its openIMIS id"
+    assert [r.id for r in store.lease_due(10.0, 60, "forwarder", 10)] == ["r2"]
+    assert store.purge_finished(before=5.0) == 1
+    assert (store.stats(10.0).depth, store.stats(10.0).finished) == (1, 0)
