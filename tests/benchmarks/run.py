@@ -1,7 +1,7 @@
 """Benchmark of the mediator against a bare Python hop, measured in the same run.
 
-    .venv/bin/python tests/benchmarks/run.py [--smoke] [--scale] [--duration S] [--rounds N] [--out DIR]
-                                             [--update-benchmarks-md]
+    .venv/bin/python tests/benchmarks/run.py [--smoke] [--scale] [--duration S] [--rounds N]
+                                             [--instances N] [--out DIR] [--update-benchmarks-md]
 
 Starts on free loopback ports, each under gunicorn (gthread, 2 workers x 8 threads, as in
 production): a minimal openIMIS stand-in answering fixed bodies (`upstream.py`), a bare
@@ -9,7 +9,9 @@ pass-through (`passthrough.py`: Flask + pooled requests.Session), the mediator (
 mediator`, INFO logs to a file) and, when the mediator knows MASTER_DATA_CACHE_ENABLED, a second
 mediator with the master-data cache on. It drives each with the same closed-loop load
 (`loadgen.py`), interleaving the configurations round by round, for four transaction families
-at 1 and 16 concurrent clients, and writes JSON (raw figures) and Markdown into `--out`.
+at 1 and 16 concurrent clients, and writes JSON (raw figures) and Markdown into `--out`. Each
+configuration but the upstream runs as `--instances` servers (default 2), measured in turn round
+by round: a server's req/s is off by up to 5 % for its whole life, the same for all its rounds.
 
 - `--smoke`: a few seconds; asserts only that every configuration answers every family correctly.
 - `--scale`: memory after 10,000 claims, and the claim path with 0 / 10,000 / 100,000 finished
@@ -36,7 +38,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import ExitStack, suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +73,14 @@ class Config:
     server: Server
     kind: str  # "upstream" (direct), "hop" (baseline), "mediator"
     families: tuple[str, ...]
+    #: Further instances of the same configuration, measured in turn round by round: two servers
+    #: of the same code differ by up to 5 % in req/s for their whole life (BENCHMARKS.md).
+    replicas: list[Server] = field(default_factory=list)
+
+    def instance(self, round_index: int) -> Config:
+        """This configuration as measured in round `round_index`."""
+        servers = [self.server, *self.replicas]
+        return replace(self, server=servers[round_index % len(servers)], replicas=[])
 
 
 def plan_for(family: str, config: Config, fx: dict[str, Any]) -> Plan:
@@ -127,10 +137,10 @@ def start_upstream(fixture_file: Path, log_dir: Path) -> Server:
     return server
 
 
-def spawn_baseline(upstream: Server, log_dir: Path) -> Server:
+def spawn_baseline(upstream: Server, log_dir: Path, copy: int = 0) -> Server:
     port = free_port()
     return spawn(
-        "baseline",
+        "baseline" if copy == 0 else f"baseline#{copy + 1}",
         gunicorn_argv("tests.benchmarks.passthrough:app", port),
         {"BENCH_UPSTREAM_FHIR": upstream.url + UPSTREAM_BASE},
         port,
@@ -230,7 +240,7 @@ def throughput(
             for concurrency in CONCURRENCIES:
                 todo = [c for c in configs if family in c.families]
                 shift = r % len(todo)
-                for config in todo[shift:] + todo[:shift]:
+                for config in (c.instance(r) for c in todo[shift:] + todo[:shift]):
                     result = measure(
                         plan_for(family, config, fx),
                         config.server,
@@ -240,6 +250,7 @@ def throughput(
                         max_requests,
                     )
                     result["round"] = r
+                    result["server_pid"] = config.server.process.pid
                     raw.setdefault(family, {}).setdefault(str(concurrency), {}).setdefault(
                         config.name, []
                     ).append(result)
@@ -502,7 +513,8 @@ def run(
     do_throughput: bool = True,
     do_scale: bool = False,
     duration: float = 2.0,
-    rounds: int = 3,
+    rounds: int = 4,
+    instances: int = 2,
     max_requests: int = 50_000,
     out: Path | None = None,
     update_benchmarks_md: bool = False,
@@ -517,7 +529,13 @@ def run(
         if smoke
         else "+".join(m for m, on in (("throughput", do_throughput), ("scale", do_scale)) if on),
         "machine": machine(),
-        "settings": {"duration_s": duration, "rounds": rounds, "workers": 2, "threads": 8},
+        "settings": {
+            "duration_s": duration,
+            "rounds": rounds,
+            "instances": 1 if smoke else instances,
+            "workers": 2,
+            "threads": 8,
+        },
         "notes": [],
     }
     with ExitStack() as stack, tempfile.TemporaryDirectory(prefix="mediator-bench-") as tmp:
@@ -538,30 +556,37 @@ def run(
             report["notes"].append(
                 f"{CACHE_SETTING} is not a setting of this mediator: the cache-on configuration was skipped"
             )
-        spawned = {}
-        baseline = None
+        copies = 1 if smoke else instances
+        spawned: dict[str, list[Server]] = {}
+        baselines: list[Server] = []
         if smoke or do_throughput:
-            baseline = spawn_baseline(upstream, log_dir)
-            stack.callback(baseline.stop)
+            for i in range(copies):
+                baselines.append(spawn_baseline(upstream, log_dir, i))
+                stack.callback(baselines[-1].stop)
             for name, extra in mediators.items():
-                spawned[name] = spawn_mediator(name, upstream, work / f"state-{name}", log_dir, extra)
-                stack.callback(spawned[name].stop)
-            wait_ready(baseline, "/fhir/Medication", 30)
+                for i in range(copies):
+                    label = name if i == 0 else f"{name}#{i + 1}"
+                    server = spawn_mediator(label, upstream, work / f"state-{label}", log_dir, extra)
+                    stack.callback(server.stop)
+                    spawned.setdefault(name, []).append(server)
+            for server in baselines:
+                wait_ready(server, "/fhir/Medication", 30)
         configs = [
             Config("upstream", upstream, "upstream", tuple(f for f in FAMILIES if f != "claim-openhim"))
         ]
-        if baseline is not None:
-            configs.append(Config("baseline", baseline, "hop", FAMILIES))
-        for name, server in spawned.items():
+        if baselines:
+            configs.append(Config("baseline", baselines[0], "hop", FAMILIES, baselines[1:]))
+        for name, servers in spawned.items():
             try:
-                wait_ready(server, "/health", 60)
+                for server in servers:
+                    wait_ready(server, "/health", 60)
             except RuntimeError as exc:
                 report["notes"].append(f"{name} did not start, skipped: {str(exc).splitlines()[0]}")
                 if name == "mediator":
                     raise
                 continue
             families = tuple(f for f in FAMILIES if f == "search") if name == "mediator+cache" else FAMILIES
-            configs.append(Config(name, server, "mediator", families))
+            configs.append(Config(name, servers[0], "mediator", families, servers[1:]))
         report["configurations"] = {
             c.name: {"families": list(c.families), "env": c.server.env if c.kind == "mediator" else {}}
             for c in configs
@@ -573,17 +598,20 @@ def run(
             # warm up (logins, connection pools, the cache's first load) and check every answer once
             report["warmup"] = smoke_check(configs, fx)
             for config in configs:
-                for family in config.families:
-                    run_load(plan_for(family, config, fx), 16, 0.5, 400)
+                for i in range(1 + len(config.replicas)):
+                    if i:  # the first instances were checked above
+                        checked = smoke_check([config.instance(i)], fx)
+                        for family, by_name in checked.items():
+                            report["warmup"][family][f"{config.name}#{i + 1}"] = by_name[config.name]
+                    for family in config.families:
+                        run_load(plan_for(family, config.instance(i), fx), 16, 0.5, 400)
             if do_throughput:
                 report["throughput"] = throughput(configs, upstream, fx, rounds, duration, max_requests)
-            for server in spawned.values():
+            for server in [*baselines, *(s for servers in spawned.values() for s in servers)]:
                 server.stop()
-            if baseline is not None:
-                baseline.stop()
             if do_scale:
                 report["scale"] = scale(upstream, fx, work, log_dir, duration, stack)
-        for server in [upstream, *([baseline] if baseline else []), *spawned.values()]:
+        for server in [upstream, *baselines, *(s for servers in spawned.values() for s in servers)]:
             try:
                 tail = server.log_path.read_text(errors="replace").splitlines()
             except OSError:
@@ -624,7 +652,9 @@ def markdown(report: dict[str, Any]) -> str:
         f"mediator at {m['commit'] or '?'}; load average at start {', '.join(f'{x:.2f}' for x in m['loadavg_at_start'])}.",
         "",
         f"Command: `{report['command']}` ({report['settings']['rounds']} interleaved rounds of "
-        f"{report['settings']['duration_s']} s per cell, medians; whole run {report['wall_s']} s).",
+        f"{report['settings']['duration_s']} s per cell, each configuration started as "
+        f"{report['settings'].get('instances', 1)} servers measured in turn, medians; "
+        f"whole run {report['wall_s']} s).",
         "",
     ]
     for note in report["notes"]:
@@ -831,7 +861,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--all", action="store_true", help="throughput and scale runs")
     parser.add_argument("--duration", type=float, default=2.0, help="seconds per measurement (default 2)")
-    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (default 3)")
+    parser.add_argument("--rounds", type=int, default=4, help="interleaved rounds (default 4)")
+    parser.add_argument(
+        "--instances",
+        type=int,
+        default=2,
+        help="servers started per configuration, measured in turn round by round (default 2)",
+    )
     parser.add_argument("--max-requests", type=int, default=50_000, help="cap per measurement")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmark-results", help="results directory")
     parser.add_argument(
@@ -851,6 +887,7 @@ def main(argv: list[str] | None = None) -> int:
         do_scale=args.scale or args.all,
         duration=args.duration,
         rounds=args.rounds,
+        instances=max(args.instances, 1),
         max_requests=args.max_requests,
         out=args.out,
         update_benchmarks_md=args.update_benchmarks_md and not args.smoke,
