@@ -674,8 +674,8 @@ def _throughput_tables(summary: dict[str, Any]) -> list[str]:
         "`ratio` is req/s divided by the bare pass-through's in the same run; `added p50` is the p50 "
         "latency minus the upstream's called directly (1 client); CPU is utime+stime of the "
         "server's master, workers and agent per request; `upstream CPU` is what the upstream spent "
-        "per request of that configuration (the mediator's claim path makes 2 upstream calls: "
-        "insuree lookup + claim).",
+        "per request of that configuration (the mediator's claim path adds an insuree lookup for "
+        "an insuree its worker has not looked up in the last 10 minutes).",
         "",
     ]
     for family in FAMILIES:
