@@ -425,8 +425,9 @@ def scale(
         for size in sizes if r % 2 == 0 else tuple(reversed(sizes)):
             cfg.server = servers[size]
             plan = plan_for("claim", cfg, fx)
-            if r == 0:
-                run_load(plan, 4, 1.0, 200, check_all=True)  # warm up: login, pools
+            if r == 0:  # warm up: login, pools, and each worker's memory of validated elements
+                run_load(plan, 4, 1.0, 200, check_all=True)
+                run_load(plan, 16, 3.0, 1500)
             for concurrency in CONCURRENCIES:
                 result = measure(plan, servers[size], [upstream], concurrency, duration, 100_000)
                 raw.setdefault(str(size), {}).setdefault(str(concurrency), []).append(result)
