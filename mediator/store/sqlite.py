@@ -7,10 +7,10 @@ GIL: collisions are rare and short. (A file lock taken around every batch, as be
 write two system calls and each worker waits on the other's batches: 0.55 -> 0.60 of the bare
 hop without it, at 2 workers x 8 threads.) A batch that finds SQLite's lock taken waits for it
 in short pauses of its own (`group_commit`), other writers in SQLite's busy handler; both up to
-30 s. Opening the store is the exception: the processes of an instance
-start together, and SQLite refuses at once ("database is locked", no busy handler) a second
-process that asks for the switch of a new file to WAL while the first makes it; so a file lock
-lets one process at a time open the store (once per process, never per write).
+30 s. Opening the store is the exception: the processes of an instance start together, and
+SQLite refuses at once ("database is locked", no busy handler) a second process that asks for
+the switch of a new file to WAL while the first makes it; so a file lock lets one process at a
+time open the store (once per process, never per write).
 
 WAL journal, synchronous=NORMAL: every commit survives any crash of the mediator (the crash test
 kills it mid-claim), and a power cut may lose only the last commits. Where only the mediator can
@@ -369,7 +369,8 @@ class SqliteClaimStore:
         self._connection().execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
 
     def purge_finished(self, before: float) -> int:
-        # By age: SQLite otherwise chose the `state` index and read every finished claim kept.
+        # By age, through the retention index, named: SQLite once chose a `state` index instead and
+        # read every finished claim kept.
         with self._writing():
             cursor = self._connection().execute(
                 f"DELETE FROM claims INDEXED BY claims_finished WHERE {_IS_FINISHED} AND updated_at < ? "

@@ -82,6 +82,17 @@ class Config:
         servers = [self.server, *self.replicas]
         return replace(self, server=servers[round_index % len(servers)], replicas=[])
 
+    def each_instance(self) -> list[Config]:
+        """Every server of this configuration, each under its own name (for checks and warm-up)."""
+        return [
+            replace(self.instance(i), name=instance_name(self.name, i)) for i in range(1 + len(self.replicas))
+        ]
+
+
+def instance_name(name: str, copy: int) -> str:
+    """The name of a configuration's `copy`-th server (its logs are named after it)."""
+    return name if copy == 0 else f"{name}#{copy + 1}"
+
 
 def plan_for(family: str, config: Config, fx: dict[str, Any]) -> Plan:
     host, port = "127.0.0.1", config.server.port
@@ -140,7 +151,7 @@ def start_upstream(fixture_file: Path, log_dir: Path) -> Server:
 def spawn_baseline(upstream: Server, log_dir: Path, copy: int = 0) -> Server:
     port = free_port()
     return spawn(
-        "baseline" if copy == 0 else f"baseline#{copy + 1}",
+        instance_name("baseline", copy),
         gunicorn_argv("tests.benchmarks.passthrough:app", port),
         {"BENCH_UPSTREAM_FHIR": upstream.url + UPSTREAM_BASE},
         port,
@@ -566,7 +577,7 @@ def run(
                 stack.callback(baselines[-1].stop)
             for name, extra in mediators.items():
                 for i in range(copies):
-                    label = name if i == 0 else f"{name}#{i + 1}"
+                    label = instance_name(name, i)
                     server = spawn_mediator(label, upstream, work / f"state-{label}", log_dir, extra)
                     stack.callback(server.stop)
                     spawned.setdefault(name, []).append(server)
@@ -588,6 +599,7 @@ def run(
                 continue
             families = tuple(f for f in FAMILIES if f == "search") if name == "mediator+cache" else FAMILIES
             configs.append(Config(name, servers[0], "mediator", families, servers[1:]))
+        under_test = [*baselines, *(server for servers in spawned.values() for server in servers)]
         report["configurations"] = {
             c.name: {"families": list(c.families), "env": c.server.env if c.kind == "mediator" else {}}
             for c in configs
@@ -597,22 +609,18 @@ def run(
             report["smoke"] = smoke_check(configs, fx)
         else:
             # warm up (logins, connection pools, the cache's first load) and check every answer once
-            report["warmup"] = smoke_check(configs, fx)
-            for config in configs:
-                for i in range(1 + len(config.replicas)):
-                    if i:  # the first instances were checked above
-                        checked = smoke_check([config.instance(i)], fx)
-                        for family, by_name in checked.items():
-                            report["warmup"][family][f"{config.name}#{i + 1}"] = by_name[config.name]
-                    for family in config.families:
-                        run_load(plan_for(family, config.instance(i), fx), 16, 0.5, 400)
+            every_server = [instance for config in configs for instance in config.each_instance()]
+            report["warmup"] = smoke_check(every_server, fx)
+            for instance in every_server:
+                for family in instance.families:
+                    run_load(plan_for(family, instance, fx), 16, 0.5, 400)
             if do_throughput:
                 report["throughput"] = throughput(configs, upstream, fx, rounds, duration, max_requests)
-            for server in [*baselines, *(s for servers in spawned.values() for s in servers)]:
+            for server in under_test:
                 server.stop()
             if do_scale:
                 report["scale"] = scale(upstream, fx, work, log_dir, duration, stack)
-        for server in [upstream, *baselines, *(s for servers in spawned.values() for s in servers)]:
+        for server in [upstream, *under_test]:
             try:
                 tail = server.log_path.read_text(errors="replace").splitlines()
             except OSError:
