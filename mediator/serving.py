@@ -14,6 +14,7 @@ import subprocess
 import sys
 import threading
 import time
+from functools import partial
 from typing import Any
 
 from gunicorn.glogging import Logger as GunicornLogger
@@ -75,7 +76,60 @@ def gunicorn_options(settings: Settings) -> dict[str, Any]:
         "logconfig_dict": logging_config(settings.log_level),
         "logger_class": f"{__name__}.{QuietAccessLogger.__name__}",
         "proc_name": "openimis-mediator",
+        **cpu_binding_hooks(settings),
     }
+
+
+def cpu_binding_hooks(settings: Settings) -> dict[str, Any]:
+    """gunicorn hooks that bind each worker process to one CPU, or none when binding is off.
+
+    A worker runs one Python thread at a time (the GIL) and hands it between its threads at
+    every I/O wait; threads spread over several CPUs hand it across CPUs, which costs far more
+    than on one (benchmark: 6-20 % more claims/s, CPU per claim down as much).
+    """
+    usable = _usable_cpus()
+    if not binds_workers(settings.mediator_cpu_binding, settings.mediator_workers, usable):
+        return {}
+    return {
+        "pre_fork": partial(choose_worker_cpu, usable),
+        "post_fork": bind_worker_to_its_cpu,
+    }
+
+
+def binds_workers(binding: str, workers: int, usable: list[int]) -> bool:
+    """`auto` binds only when the workers fill the usable CPUs: the instance owns them (a cpuset,
+    a dedicated host). On a larger shared host, two instances would bind to the same CPUs."""
+    if binding == "off" or len(usable) < 2:
+        return False
+    return binding == "on" or workers >= len(usable)
+
+
+def least_bound_cpu(usable: list[int], bound: list[int]) -> int:
+    """The usable CPU the fewest live workers are bound to: a restarted worker takes the one its
+    predecessor left."""
+    return min(usable, key=lambda cpu: (bound.count(cpu), usable.index(cpu)))
+
+
+def choose_worker_cpu(usable: list[int], server: Any, worker: Any) -> None:
+    """`pre_fork` hook, in the master, which alone knows the live workers' CPUs."""
+    bound = [w.mediator_cpu for w in server.WORKERS.values() if hasattr(w, "mediator_cpu")]
+    worker.mediator_cpu = least_bound_cpu(usable, bound)
+
+
+def bind_worker_to_its_cpu(server: Any, worker: Any) -> None:
+    """`post_fork` hook, in the new worker, before it starts its threads (they inherit the CPU)."""
+    try:
+        os.sched_setaffinity(0, {worker.mediator_cpu})
+    except OSError as exc:  # a container may forbid it: run unbound rather than not at all
+        log.warning("worker %d not bound to CPU %d: %s", os.getpid(), worker.mediator_cpu, exc)
+    else:
+        log.info("worker %d bound to CPU %d", os.getpid(), worker.mediator_cpu)
+
+
+def _usable_cpus() -> list[int]:
+    if not hasattr(os, "sched_getaffinity"):  # not Linux
+        return []
+    return sorted(os.sched_getaffinity(0))
 
 
 class ChildProcess:

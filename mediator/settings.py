@@ -21,6 +21,8 @@ DEFAULTS_FILE = CONFIG_DIR / "defaults.toml"
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
+#: MEDIATOR_CPU_BINDING: bind each worker to one CPU when the instance owns its CPUs, always, never.
+CPU_BINDINGS = ("auto", "on", "off")
 _LOG_LEVELS = {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}
 
 
@@ -50,6 +52,7 @@ class Settings:
     mediator_public_url: str = field(metadata=console("mediatorPublicUrl"))
     mediator_workers: int
     mediator_threads: int
+    mediator_cpu_binding: str
     mediator_max_body_bytes: int
     mediator_urn: str
     log_level: str = field(metadata=console("logLevel"))
@@ -243,6 +246,8 @@ def _check(s: Settings) -> None:
             "openhim_heartbeat_interval",
             "must be between 1 and 30 seconds (core marks a mediator down after 60 s)",
         )
+    if s.mediator_cpu_binding not in CPU_BINDINGS:
+        fail("mediator_cpu_binding", f"{s.mediator_cpu_binding!r} is not one of {', '.join(CPU_BINDINGS)}")
     if s.log_level.upper() not in _LOG_LEVELS:
         fail("log_level", f"{s.log_level!r} is not one of {', '.join(sorted(_LOG_LEVELS))}")
     for positive in (

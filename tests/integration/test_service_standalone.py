@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import requests
 
 from tests.support.services import running_mediator
@@ -108,3 +109,31 @@ def test_after_a_reload_stopping_the_master_stops_the_agent_and_the_sandbox(tmp_
         mediator.process.wait(timeout=30)
         assert not _alive(agent) and not _alive(sandbox), "stopped with the master, not left behind"
         assert "process died" not in mediator.log()
+
+
+def _cpus_of(pid: int) -> str:
+    status = (Path("/proc") / str(pid) / "status").read_text()
+    return next(
+        line.split(":")[1].strip() for line in status.splitlines() if line.startswith("Cpus_allowed_list")
+    )
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="binding workers to CPUs needs two CPUs")
+def test_each_worker_is_bound_to_its_own_cpu_and_a_replacement_takes_the_freed_one(tmp_path):
+    env = {"MEDIATOR_STATE_DIR": str(tmp_path), "MEDIATOR_WORKERS": "2", "MEDIATOR_CPU_BINDING": "on"}
+    with running_mediator(env) as mediator:
+        master = mediator.process.pid
+        (agent,) = wait_until(lambda: _agents_of(master))
+        (sandbox,) = wait_until(lambda: _children_of(master, b"mediator.sandbox"))
+        workers = wait_until(lambda: len(w := set(_children_of(master)) - {agent, sandbox}) == 2 and w)
+        cpus = {pid: _cpus_of(pid) for pid in workers}
+        usable = sorted(os.sched_getaffinity(0))
+        assert sorted(cpus.values()) == [str(usable[0]), str(usable[1])]
+
+        victim = min(workers)
+        os.kill(victim, signal.SIGKILL)
+        (replacement,) = wait_until(
+            lambda: len(w := set(_children_of(master)) - {agent, sandbox} - workers) == 1 and w
+        )
+        assert _cpus_of(replacement) == cpus[victim]
+        assert _cpus_of(agent) == _cpus_of(master), "only workers are bound"

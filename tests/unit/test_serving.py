@@ -132,3 +132,73 @@ def test_a_failed_restart_is_tried_again(tmp_path, caplog):
         before = _count(starts)
         wait_until(lambda: _count(starts) > before, timeout=10, every=0.02)
         child.stop()
+
+
+# -- binding each worker to one CPU ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("binding", "workers", "usable", "binds"),
+    [
+        ("auto", 2, [0, 1], True),  # the instance fills its CPUs (a cpuset, a dedicated host)
+        ("auto", 4, [2, 3], True),
+        ("auto", 2, list(range(16)), False),  # a larger shared host: another instance may bind too
+        ("on", 2, list(range(16)), True),
+        ("off", 2, [0, 1], False),
+        ("on", 2, [0], False),  # one CPU: nothing to choose
+    ],
+)
+def test_workers_are_bound_when_the_instance_owns_its_cpus(binding, workers, usable, binds) -> None:
+    from mediator.serving import binds_workers
+
+    assert binds_workers(binding, workers, usable) is binds
+
+
+class _Worker:
+    pass
+
+
+class _Master:
+    def __init__(self, *cpus: int) -> None:
+        self.WORKERS = {}
+        for pid, cpu in enumerate(cpus, start=100):
+            worker = _Worker()
+            worker.mediator_cpu = cpu
+            self.WORKERS[pid] = worker
+
+
+@pytest.mark.parametrize(
+    ("usable", "live", "chosen"),
+    [
+        ([0, 1], (), 0),
+        ([0, 1], (0,), 1),
+        ([0, 1], (1,), 0),  # a worker restarted after the one on CPU 0 died
+        ([2, 3, 5], (2, 3), 5),
+        ([0, 1], (0, 1, 0), 1),  # more workers than CPUs: spread evenly
+    ],
+)
+def test_a_new_worker_takes_the_cpu_fewest_live_workers_are_bound_to(usable, live, chosen) -> None:
+    from mediator.serving import choose_worker_cpu
+
+    worker = _Worker()
+    choose_worker_cpu(usable, _Master(*live), worker)
+    assert worker.mediator_cpu == chosen
+
+
+def test_binding_off_gives_gunicorn_no_fork_hooks(settings) -> None:
+    from dataclasses import replace
+
+    on = gunicorn_options(replace(settings, mediator_cpu_binding="on"))
+    off = gunicorn_options(replace(settings, mediator_cpu_binding="off"))
+    assert "pre_fork" not in off and "post_fork" not in off
+    if len(os.sched_getaffinity(0)) > 1:
+        assert callable(on["pre_fork"]) and callable(on["post_fork"])
+
+
+def test_an_unknown_cpu_binding_is_named() -> None:
+    from mediator.settings import SettingsError, load_settings
+
+    with pytest.raises(
+        SettingsError, match=r"^MEDIATOR_CPU_BINDING: 'sometimes' is not one of auto, on, off$"
+    ):
+        load_settings({"MEDIATOR_CPU_BINDING": "sometimes"})
