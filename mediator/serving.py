@@ -76,11 +76,11 @@ def gunicorn_options(settings: Settings) -> dict[str, Any]:
         "logconfig_dict": logging_config(settings.log_level),
         "logger_class": f"{__name__}.{QuietAccessLogger.__name__}",
         "proc_name": "openimis-mediator",
-        **cpu_binding_hooks(settings),
+        **cpu_binding_hooks(settings.mediator_cpu_binding, settings.mediator_workers),
     }
 
 
-def cpu_binding_hooks(settings: Settings) -> dict[str, Any]:
+def cpu_binding_hooks(binding: str, workers: int) -> dict[str, Any]:
     """gunicorn hooks that bind each worker process to one CPU, or none when binding is off.
 
     A worker runs one Python thread at a time (the GIL) and hands it between its threads at
@@ -88,7 +88,7 @@ def cpu_binding_hooks(settings: Settings) -> dict[str, Any]:
     than on one (benchmark: 6-20 % more claims/s, CPU per claim down as much).
     """
     usable = _usable_cpus()
-    if not binds_workers(settings.mediator_cpu_binding, settings.mediator_workers, usable):
+    if not binds_workers(binding, workers, usable):
         return {}
     return {
         "pre_fork": partial(choose_worker_cpu, usable),

@@ -24,12 +24,13 @@ _TICK = os.sysconf("SC_CLK_TCK")
 WORKERS, THREADS = 2, 8
 
 
-def gunicorn_argv(app: str, port: int, keepalive: int = 5) -> list[str]:
+def gunicorn_argv(app: str, port: int, keepalive: int = 5, config: str | None = None) -> list[str]:
     """gunicorn as the mediator runs it: gthread, 2 workers x 8 threads, keep-alive 5 s."""
     return [
         sys.executable,
         "-m",
         "gunicorn",
+        *(["--config", config] if config else []),
         "--worker-class",
         "gthread",
         "--workers",
