@@ -5,7 +5,8 @@
 
 Starts on free loopback ports, each under gunicorn (gthread, 2 workers x 8 threads, as in
 production): a minimal openIMIS stand-in answering fixed bodies (`upstream.py`), a bare
-pass-through (`passthrough.py`: Flask + pooled requests.Session), the mediator (`python -m
+pass-through (`passthrough.py`: Flask + pooled requests.Session), the same pass-through with its
+workers bound to CPUs as the mediator binds its own (`bound_workers.py`), the mediator (`python -m
 mediator`, INFO logs to a file) and, when the mediator knows MASTER_DATA_CACHE_ENABLED, a second
 mediator with the master-data cache on. It drives each with the same closed-loop load
 (`loadgen.py`), interleaving the configurations round by round, for four transaction families
