@@ -202,3 +202,19 @@ def test_an_unknown_cpu_binding_is_named() -> None:
         SettingsError, match=r"^MEDIATOR_CPU_BINDING: 'sometimes' is not one of auto, on, off$"
     ):
         load_settings({"MEDIATOR_CPU_BINDING": "sometimes"})
+
+
+def test_a_worker_the_system_will_not_bind_runs_unbound_and_says_so(monkeypatch, caplog) -> None:
+    from mediator.serving import bind_worker_to_its_cpu
+
+    def refused(_pid, _cpus):
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(os, "sched_setaffinity", refused)
+    worker = _Worker()
+    worker.mediator_cpu = 1
+    with caplog.at_level(logging.INFO, logger="mediator.serving"):
+        bind_worker_to_its_cpu(_Master(), worker)  # no exception: the worker serves unbound
+    (record,) = [r for r in caplog.records if r.name == "mediator.serving"]
+    assert record.levelname == "WARNING"
+    assert f"worker {os.getpid()} not bound to CPU 1" in record.getMessage()
