@@ -85,7 +85,7 @@ def cpu_binding_hooks(binding: str, workers: int) -> dict[str, Any]:
 
     A worker runs one Python thread at a time (the GIL) and hands it between its threads at
     every I/O wait; threads spread over several CPUs hand it across CPUs, which costs far more
-    than on one (benchmark: 6-20 % more claims/s, CPU per claim down as much).
+    than on one (benchmark: 6-20 % more claims/s, BENCHMARKS.md).
     """
     usable = _usable_cpus()
     if not binds_workers(binding, workers, usable):
