@@ -2,7 +2,7 @@
 
 import sys
 
-from mediator.serving import gunicorn_options, start_agent, start_embedded_sandbox_if_needed
+from mediator.serving import gunicorn_options, log_cpu_binding, start_agent, start_embedded_sandbox_if_needed
 from mediator.settings import SettingsError, load_settings
 
 try:
@@ -23,6 +23,7 @@ def on_starting(server):
 
 
 def when_ready(server):
+    log_cpu_binding(_settings)
     # Started after the sandbox, so that the agent reads the sandbox's OPENIMIS_URL.
     server.mediator_children["agent"] = start_agent()
 

@@ -85,7 +85,7 @@ def cpu_binding_hooks(binding: str, workers: int) -> dict[str, Any]:
 
     A worker runs one Python thread at a time (the GIL) and hands it between its threads at
     every I/O wait; threads spread over several CPUs hand it across CPUs, which costs far more
-    than on one (benchmark: 6-20 % more claims/s, BENCHMARKS.md).
+    than on one (benchmark: 6-23 % more claims/s, BENCHMARKS.md).
     """
     usable = _usable_cpus()
     if not binds_workers(binding, workers, usable):
@@ -94,6 +94,19 @@ def cpu_binding_hooks(binding: str, workers: int) -> dict[str, Any]:
         "pre_fork": partial(choose_worker_cpu, usable),
         "post_fork": bind_worker_to_its_cpu,
     }
+
+
+def log_cpu_binding(settings: Settings) -> None:
+    """One line at start saying whether the workers are bound, and why: `auto` may decide either way."""
+    usable = _usable_cpus()
+    bound = binds_workers(settings.mediator_cpu_binding, settings.mediator_workers, usable)
+    log.info(
+        "workers %s (MEDIATOR_CPU_BINDING=%s, %d workers, usable CPUs: %s)",
+        "bound to one CPU each" if bound else "not bound to CPUs",
+        settings.mediator_cpu_binding,
+        settings.mediator_workers,
+        ",".join(map(str, usable)) or "unknown",
+    )
 
 
 def binds_workers(binding: str, workers: int, usable: list[int]) -> bool:
@@ -112,7 +125,8 @@ def least_bound_cpu(usable: list[int], bound: list[int]) -> int:
 
 def choose_worker_cpu(usable: list[int], server: Any, worker: Any) -> None:
     """`pre_fork` hook, in the master, which alone knows the live workers' CPUs."""
-    bound = [w.mediator_cpu for w in server.WORKERS.values() if hasattr(w, "mediator_cpu")]
+    # a copy first: gunicorn's SIGCHLD handler may reap a worker out of WORKERS meanwhile
+    bound = [w.mediator_cpu for w in list(server.WORKERS.values()) if hasattr(w, "mediator_cpu")]
     worker.mediator_cpu = least_bound_cpu(usable, bound)
 
 
