@@ -22,6 +22,8 @@ ROOT = Path(__file__).resolve().parents[2]
 _TICK = os.sysconf("SC_CLK_TCK")
 #: The same worker model for the upstream, the baseline and the mediator (MEDIATOR_WORKERS/THREADS).
 WORKERS, THREADS = 2, 8
+#: MEDIATOR_CPU_BINDING of the mediator, and the rule the bound bare hop follows (its default).
+CPU_BINDING = "auto"
 
 
 def gunicorn_argv(app: str, port: int, keepalive: int = 5, config: str | None = None) -> list[str]:

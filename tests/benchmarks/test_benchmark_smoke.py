@@ -45,7 +45,7 @@ def test_benchmark_smoke(tmp_path, monkeypatch):
     smoke = report["smoke"]
     assert set(smoke) == set(bench.FAMILIES)
     for family, by_config in smoke.items():
-        assert {"baseline", "mediator"} <= set(by_config), family
+        assert {"baseline", "baseline-bound", "mediator"} <= set(by_config), family
         for name, result in by_config.items():
             assert result["ok"] > 0 and result["failed"] == 0, (family, name, result["errors"])
     assert (tmp_path / "latest-smoke.json").exists()
