@@ -87,7 +87,7 @@ def cpu_binding_hooks(binding: str, workers: int) -> dict[str, Any]:
     every I/O wait; threads spread over several CPUs hand it across CPUs, which costs far more
     than on one (benchmark: 6-23 % more claims/s, BENCHMARKS.md).
     """
-    usable = _usable_cpus()
+    usable = usable_cpus()
     if not binds_workers(binding, workers, usable):
         return {}
     return {
@@ -98,7 +98,7 @@ def cpu_binding_hooks(binding: str, workers: int) -> dict[str, Any]:
 
 def log_cpu_binding(settings: Settings) -> None:
     """One line at start saying whether the workers are bound, and why: `auto` may decide either way."""
-    usable = _usable_cpus()
+    usable = usable_cpus()
     bound = binds_workers(settings.mediator_cpu_binding, settings.mediator_workers, usable)
     log.info(
         "workers %s (MEDIATOR_CPU_BINDING=%s, %d workers, usable CPUs: %s)",
@@ -120,7 +120,7 @@ def binds_workers(binding: str, workers: int, usable: list[int]) -> bool:
 def least_bound_cpu(usable: list[int], bound: list[int]) -> int:
     """The usable CPU the fewest live workers are bound to: a restarted worker takes the one its
     predecessor left."""
-    return min(usable, key=lambda cpu: (bound.count(cpu), usable.index(cpu)))
+    return min(usable, key=bound.count)  # the first such CPU: min keeps the first of equals
 
 
 def choose_worker_cpu(usable: list[int], server: Any, worker: Any) -> None:
@@ -140,7 +140,8 @@ def bind_worker_to_its_cpu(server: Any, worker: Any) -> None:
         log.info("worker %d bound to CPU %d", os.getpid(), worker.mediator_cpu)
 
 
-def _usable_cpus() -> list[int]:
+def usable_cpus() -> list[int]:
+    """The CPUs of this process's affinity mask (a cpuset narrows it; a CPU quota does not)."""
     if not hasattr(os, "sched_getaffinity"):  # not Linux
         return []
     return sorted(os.sched_getaffinity(0))

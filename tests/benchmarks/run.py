@@ -49,7 +49,7 @@ if str(ROOT) not in sys.path:  # run as a script: make `tests.benchmarks` and `m
 
 from tests.benchmarks import fixtures as fixtures_mod  # noqa: E402
 from tests.benchmarks.loadgen import Plan, run_load  # noqa: E402
-from tests.benchmarks.procs import CPU_BINDING, WORKERS, Server, gunicorn_argv, spawn, wait_ready  # noqa: E402
+from tests.benchmarks.procs import CPU_BINDING, THREADS, WORKERS, Server, gunicorn_argv, spawn, wait_ready  # noqa: E402
 from tests.support.services import free_port  # noqa: E402
 
 UPSTREAM_BASE = "/api/api_fhir_r4/"
@@ -168,8 +168,8 @@ def mediator_env(upstream: Server, port: int, state_dir: Path, extra: dict[str, 
     return {
         "MEDIATOR_HOST": "127.0.0.1",
         "MEDIATOR_PORT": str(port),
-        "MEDIATOR_WORKERS": "2",
-        "MEDIATOR_THREADS": "8",
+        "MEDIATOR_WORKERS": str(WORKERS),
+        "MEDIATOR_THREADS": str(THREADS),
         "MEDIATOR_CPU_BINDING": CPU_BINDING,  # never the caller's
         "MEDIATOR_STATE_DIR": str(state_dir),
         "OPENIMIS_URL": upstream.url,
@@ -541,7 +541,7 @@ def run(
     command: str = "",
 ) -> dict[str, Any]:
     """Start everything, measure, stop everything; returns the results (also written to `out`)."""
-    from mediator.serving import binds_workers
+    from mediator.serving import binds_workers, usable_cpus
 
     started = time.monotonic()
     report: dict[str, Any] = {
@@ -555,10 +555,10 @@ def run(
             "duration_s": duration,
             "rounds": rounds,
             "instances": 1 if smoke else instances,
-            "workers": 2,
-            "threads": 8,
+            "workers": WORKERS,
+            "threads": THREADS,
             "cpu_binding": CPU_BINDING,
-            "workers_bound_to_cpus": binds_workers(CPU_BINDING, WORKERS, sorted(os.sched_getaffinity(0))),
+            "workers_bound_to_cpus": binds_workers(CPU_BINDING, WORKERS, usable_cpus()),
         },
         "notes": [],
     }

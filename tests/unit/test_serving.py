@@ -8,13 +8,20 @@ import os
 import signal
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from gunicorn.config import Config
 
-from mediator.serving import SupervisedChild, gunicorn_options
-from mediator.settings import Settings
+from mediator.serving import (
+    SupervisedChild,
+    bind_worker_to_its_cpu,
+    binds_workers,
+    choose_worker_cpu,
+    gunicorn_options,
+)
+from mediator.settings import Settings, SettingsError, load_settings
 from tests.support.waiting import wait_until
 
 
@@ -149,8 +156,6 @@ def test_a_failed_restart_is_tried_again(tmp_path, caplog):
     ],
 )
 def test_workers_are_bound_when_the_instance_owns_its_cpus(binding, workers, usable, binds) -> None:
-    from mediator.serving import binds_workers
-
     assert binds_workers(binding, workers, usable) is binds
 
 
@@ -178,16 +183,12 @@ class _Master:
     ],
 )
 def test_a_new_worker_takes_the_cpu_fewest_live_workers_are_bound_to(usable, live, chosen) -> None:
-    from mediator.serving import choose_worker_cpu
-
     worker = _Worker()
     choose_worker_cpu(usable, _Master(*live), worker)
     assert worker.mediator_cpu == chosen
 
 
 def test_binding_off_gives_gunicorn_no_fork_hooks(settings) -> None:
-    from dataclasses import replace
-
     on = gunicorn_options(replace(settings, mediator_cpu_binding="on"))
     off = gunicorn_options(replace(settings, mediator_cpu_binding="off"))
     assert "pre_fork" not in off and "post_fork" not in off
@@ -196,8 +197,6 @@ def test_binding_off_gives_gunicorn_no_fork_hooks(settings) -> None:
 
 
 def test_an_unknown_cpu_binding_is_named() -> None:
-    from mediator.settings import SettingsError, load_settings
-
     with pytest.raises(
         SettingsError, match=r"^MEDIATOR_CPU_BINDING: 'sometimes' is not one of auto, on, off$"
     ):
@@ -205,8 +204,6 @@ def test_an_unknown_cpu_binding_is_named() -> None:
 
 
 def test_a_worker_the_system_will_not_bind_runs_unbound_and_says_so(monkeypatch, caplog) -> None:
-    from mediator.serving import bind_worker_to_its_cpu
-
     def refused(_pid, _cpus):
         raise PermissionError(1, "Operation not permitted")
 
