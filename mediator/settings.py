@@ -103,8 +103,15 @@ class Settings:
 
     @property
     def openimis_fhir_base(self) -> str:
-        """Absolute FHIR base of openIMIS, always ending with a slash (openIMIS needs it)."""
-        return self.openimis_url.rstrip("/") + "/" + self.openimis_fhir_path.strip("/") + "/"
+        """Absolute FHIR base of openIMIS, always ending with a slash (openIMIS needs it).
+
+        An `OPENIMIS_URL` that already ends with the FHIR path (`https://imis.example.org/api/api_fhir_r4/`,
+        what an operator copies from a browser) is taken as the base itself, never doubled.
+        """
+        root, path = self.openimis_url.rstrip("/"), self.openimis_fhir_path.strip("/")
+        if path and urlsplit(root).path.rstrip("/").endswith("/" + path):
+            return root + "/"
+        return root + "/" + path + "/" if path else root + "/"
 
     @property
     def public_base_url(self) -> str:

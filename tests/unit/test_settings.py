@@ -21,6 +21,22 @@ def test_environment_overrides_defaults(settings):
 
 
 @pytest.mark.parametrize(
+    ("url", "base"),
+    [
+        ("https://imis.example.org", "https://imis.example.org/api/api_fhir_r4/"),
+        ("https://imis.example.org/", "https://imis.example.org/api/api_fhir_r4/"),
+        ("https://imis.example.org/api/api_fhir_r4/", "https://imis.example.org/api/api_fhir_r4/"),
+        ("https://imis.example.org/api/api_fhir_r4", "https://imis.example.org/api/api_fhir_r4/"),
+        ("https://hie.example.org/imis/api/api_fhir_r4/", "https://hie.example.org/imis/api/api_fhir_r4/"),
+        ("https://hie.example.org/imis", "https://hie.example.org/imis/api/api_fhir_r4/"),
+    ],
+)
+def test_an_openimis_url_given_with_the_fhir_path_is_not_doubled(url, base):
+    env = {"OPENIMIS_URL": url, "OPENIMIS_USERNAME": "Admin", "OPENIMIS_PASSWORD": "x"}
+    assert load_settings(env).openimis_fhir_base == base
+
+
+@pytest.mark.parametrize(
     ("env", "named"),
     [
         ({"MEDIATOR_PORT": "eighty"}, "MEDIATOR_PORT"),

@@ -31,6 +31,7 @@ from mediator.openimis.client import OpenImisClient, UpstreamResponse
 from mediator.openimis.errors import OpenImisBroken, OpenImisError, OpenImisRateLimited
 from mediator.openimis.insuree_numbers import InsureeNumbers
 from mediator.openimis.reads import read_resource
+from mediator.openimis.refusals import refusals
 from mediator.settings import Settings
 from mediator.store import ClaimRecord, ClaimState, ClaimStore
 from mediator.transactions.claims.classification import (
@@ -237,18 +238,27 @@ class ClaimSubmission:
         recorder: OrchestrationRecorder,
     ) -> ClaimAnswer:
         messages = response.outcome_messages()
-        text = " ".join(messages).lower()
-        if messages and "already exists" in text:
+        text = " ".join(messages)
+        if messages and "already exists" in text.lower():
             # Ours from an earlier attempt whose answer was lost, most likely: read it back.
             found = self._look_up_upstream(client, record, recorder)
             if found is not None:
                 return self._record_classified(record, found)
             return self._hold(record, "openIMIS reports the claim code as existing but cannot show it")
         is_claim_error = (
-            messages and response.status in (400, 422, 500) and not any(m in text for m in _BROKEN_MARKERS)
+            messages
+            and response.status in (400, 422, 500)
+            and not any(m in text.lower() for m in _BROKEN_MARKERS)
         )
         if is_claim_error:
-            issues = [Issue("business-rule", f"openIMIS refused the claim: {m}", ["Claim"]) for m in messages]
+            log.warning(
+                "openIMIS refused a claim",
+                extra={"claim_code": record.claim_code, "upstream_status": response.status, "reason": text},
+            )
+            issues = [
+                Issue("business-rule", f"openIMIS refused the claim: {r.text}", [r.expression])
+                for r in refusals(messages)
+            ]
             return self._record_invalid(record, issues)
         return self._hold(record, f"openIMIS answered {response.status}")
 
