@@ -164,11 +164,29 @@ def test_module_and_ig_shaped_claims_go_through(mediator, clean_sandbox):
     assert answer.json()["resourceType"] == "ClaimResponse"
 
 
-def test_insuree_number_is_resolved_to_the_current_insuree(mediator, clean_sandbox):
-    # 070707073 has a historical row first: openIMIS would match it by number and reject (7).
-    answer = submit(mediator, make_claim(code(), patient="Patient/070707073"))
+@pytest.mark.parametrize("form", ["reference by number", "identifier", "reference by UUID"])
+def test_insuree_number_is_resolved_to_the_current_insuree(mediator, clean_sandbox, form):
+    """070707073 has a historical row first: openIMIS matches a number to it and rejects (7).
+
+    The sandbox answers as real openIMIS does (`Patient.id` is the insuree number, the UUID only
+    in the identifier typed UUID), so reading the UUID from `id` fails this test.
+    """
+    found = requests.get(f"{mediator.url}/fhir/Patient?identifier=070707073", timeout=10).json()
+    patient = found["entry"][0]["resource"]
+    assert patient["id"] == "070707073"
+    current = next(i["value"] for i in patient["identifier"] if i["type"]["coding"][0]["code"] == "UUID")
+    reference = {
+        "reference by number": {"reference": "Patient/070707073"},
+        "identifier": {"type": "Patient", "identifier": {"value": "070707073"}},
+        "reference by UUID": {"reference": f"Patient/{current}"},
+    }[form]
+    claim = make_claim(code())
+    claim["patient"] = reference
+    answer = submit(mediator, claim)
     assert answer.status_code == 201, answer.text
     assert tag(answer.json()) == "positive"
+    [stored] = [c for c in upstream(clean_sandbox)["claims"] if c["code"] == claim["identifier"][0]["value"]]
+    assert stored["insuree"] == current
 
 
 def test_unknown_insuree_is_422_on_the_patient(mediator, clean_sandbox):

@@ -371,7 +371,7 @@ def test_fallback_answers_from_the_insurees_coverage(client, recorder, imis):
     assert [c.name for c in recorder.calls][1:] == [
         "openIMIS eligibility request",
         "openIMIS insuree lookup (eligibility fallback)",
-        "openIMIS coverage search, page 1",
+        "openIMIS coverage search (eligibility fallback), page 1",
     ]
 
 

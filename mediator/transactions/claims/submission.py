@@ -29,6 +29,7 @@ from mediator.openhim.envelope import TransactionStatus
 from mediator.openhim.orchestrations import OrchestrationRecorder, iso_now
 from mediator.openimis.client import OpenImisClient, UpstreamResponse
 from mediator.openimis.errors import OpenImisBroken, OpenImisError, OpenImisRateLimited
+from mediator.openimis.identifiers import openimis_uuid
 from mediator.openimis.insuree_numbers import InsureeNumbers
 from mediator.openimis.reads import read_resource
 from mediator.openimis.refusals import refusals
@@ -280,7 +281,7 @@ class ClaimSubmission:
         )
         if found is None:
             return None
-        claim_uuid = _claim_uuid(found)
+        claim_uuid = openimis_uuid(found)
         claim = (
             read_resource(
                 client, "Claim", claim_uuid, recorder, "openIMIS claim read (which facility's claim?)"
@@ -343,7 +344,7 @@ class ClaimSubmission:
 
     def _record_classified(self, record: ClaimRecord, claim_response: dict[str, Any]) -> ClaimAnswer:
         classified = classify(claim_response, _item_refs(record.payload))
-        openimis_id = _openimis_id(claim_response) or record.openimis_id
+        openimis_id = openimis_uuid(claim_response) or record.openimis_id
         body = classified.claim_response
         body["id"] = openimis_id or record.id
         settings = self._settings()
@@ -529,11 +530,6 @@ def _item_refs(payload: dict[str, Any]) -> list[ItemRef]:
     return [ItemRef(**{**ref, "keys": tuple(ref.get("keys") or ())}) for ref in payload.get("item_refs", [])]
 
 
-def _claim_uuid(claim_response: dict[str, Any]) -> str | None:
-    reference = (claim_response.get("request") or {}).get("reference") or ""
-    return reference.removeprefix("Claim/") or _openimis_id(claim_response)
-
-
 def _same_facility(provider: Any, facility: str) -> bool:
     """Whether a reference openIMIS gives names the facility (by UUID or by code)."""
     if not isinstance(provider, dict) or not facility:
@@ -544,11 +540,3 @@ def _same_facility(provider: Any, facility: str) -> bool:
         str(provider.get("display") or ""),
     }
     return facility.lower() in {n.lower() for n in names if n}
-
-
-def _openimis_id(claim_response: dict[str, Any]) -> str | None:
-    for ident in claim_response.get("identifier") or []:
-        codes = {c.get("code") for c in ((ident.get("type") or {}).get("coding") or [])}
-        if "UUID" in codes and ident.get("value"):
-            return str(ident["value"])
-    return claim_response.get("id")

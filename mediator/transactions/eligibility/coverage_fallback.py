@@ -70,7 +70,12 @@ def coverages(client: OpenImisClient, number: str, recorder: OrchestrationRecord
         params = {"beneficiary": f"Patient/{number}", "_count": str(PAGE_SIZE)}
         if page > 1:
             params["page-offset"] = str(page)
-        response = client.get("Coverage/", recorder, f"openIMIS coverage search, page {page}", params=params)
+        response = client.get(
+            "Coverage/",
+            recorder,
+            f"openIMIS coverage search (eligibility fallback), page {page}",
+            params=params,
+        )
         if not response.ok:
             raise unavailable(f"the coverage search answered {response.status}")
         bundle = response.json()
