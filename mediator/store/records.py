@@ -51,8 +51,13 @@ class ClaimRecord:
 
     @property
     def public_id(self) -> str:
-        """The ClaimResponse id facilities see: openIMIS's once known, else the mediator's."""
-        return self.openimis_id or self.id
+        """The ClaimResponse id facilities see, from the first answer on: one claim, one id.
+
+        openIMIS's claim UUID, once known, is one of the ClaimResponse's identifiers (and a read
+        by it still finds the claim), never its id: a client that kept the id of a 202 must find
+        the same claim under it once delivered.
+        """
+        return self.id
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 
-from tests.sandbox.helpers import load_fixture, make_claim
+from tests.sandbox.helpers import load_fixture, make_claim, uuid_of
 from tests.support.services import running_mediator
 from tests.support.waiting import wait_until
 
@@ -174,7 +174,7 @@ def test_insuree_number_is_resolved_to_the_current_insuree(mediator, clean_sandb
     found = requests.get(f"{mediator.url}/fhir/Patient?identifier=070707073", timeout=10).json()
     patient = found["entry"][0]["resource"]
     assert patient["id"] == "070707073"
-    current = next(i["value"] for i in patient["identifier"] if i["type"]["coding"][0]["code"] == "UUID")
+    current = uuid_of(patient)
     reference = {
         "reference by number": {"reference": "Patient/070707073"},
         "identifier": {"type": "Patient", "identifier": {"value": "070707073"}},
@@ -314,7 +314,13 @@ def test_openimis_down_holds_the_claim_and_delivers_it_later(mediator, clean_san
         lambda: (r := follow(mediator, answer.headers["Location"]).json())["outcome"] != "queued" and r
     )
     assert tag(delivered) == "positive"
-    assert submit(mediator, claim).json()["outcome"] == delivered["outcome"]
+    # One claim, one id: the 202's id stays the id; openIMIS's claim UUID is an identifier.
+    assert delivered["id"] == held["id"] == answer.headers["Location"].rsplit("/", 1)[1]
+    [stored] = [c for c in upstream(clean_sandbox)["claims"] if c["code"] == claim["identifier"][0]["value"]]
+    assert uuid_of(delivered) == stored["uuid"]
+    assert follow(mediator, f"{mediator.url}/fhir/ClaimResponse/{stored['uuid']}").json()["id"] == held["id"]
+    again = submit(mediator, claim).json()
+    assert again["outcome"] == delivered["outcome"] and again["id"] == held["id"]
     assert upstream(clean_sandbox)["accepted"].get(claim["identifier"][0]["value"], 1) == 1
 
 

@@ -9,6 +9,7 @@ import pytest
 import requests
 
 from tests.conftest import FIXTURES
+from tests.sandbox.helpers import uuid_of
 
 FHIR = {"Accept": "application/fhir+json", "Content-Type": "application/fhir+json"}
 SOURCE_TAG = "urn:openimis-mediator:eligibility-source"
@@ -78,7 +79,7 @@ def test_patient_by_uuid_and_by_identifier(mediator, clean_sandbox):
         mediator.url + "/fhir/Patient?identifier=070707070", headers=FHIR, timeout=10
     ).json()
     patient = bundle["entry"][0]["resource"]
-    uuid = next(i["value"] for i in patient["identifier"] if i["type"]["coding"][0]["code"] == "UUID")
+    uuid = uuid_of(patient)
     by_uuid = ask(mediator, enquiry(f"Patient/{uuid}"))
     assert by_uuid.status_code == 200 and len(by_uuid.json()["insurance"]) == 1
     by_identifier = ask(mediator, enquiry({"identifier": {"value": "070707070"}}))

@@ -346,7 +346,7 @@ class ClaimSubmission:
         classified = classify(claim_response, _item_refs(record.payload))
         openimis_id = openimis_uuid(claim_response) or record.openimis_id
         body = classified.claim_response
-        body["id"] = openimis_id or record.id
+        body["id"] = record.public_id
         settings = self._settings()
         state = (
             ClaimState.AWAITING_ADJUDICATION if classified.outcome == ClaimOutcome.QUEUED else ClaimState.DONE
