@@ -20,6 +20,7 @@ def run_queue_command(settings: Settings, command: str, key: str | None) -> int:
         stats = store.stats(time.time())
         print(
             f"held or in flight: {stats.depth}  awaiting adjudication: {stats.awaiting_adjudication}  "
+            f"unconfirmed (for an operator): {stats.unconfirmed}  "
             f"oldest held: {_age(stats.oldest_queued_age_s)}  last error: {stats.last_error or '-'}"
         )
         for record in store.listing(OPEN_STATES, 1000):
@@ -48,7 +49,9 @@ def _find(store: SqliteClaimStore, key: str) -> list[ClaimRecord]:
 
 
 def _line(record: ClaimRecord) -> str:
-    due = _when(record.next_attempt_at) if record.state == ClaimState.QUEUED else "-"
+    due = (
+        _when(record.next_attempt_at) if record.state in (ClaimState.QUEUED, ClaimState.UNCONFIRMED) else "-"
+    )
     return (
         f"{record.claim_code:<20} {record.facility:<38} {record.state:<22} attempts={record.attempts:<3} "
         f"next={due} error={record.last_error or '-'}"

@@ -118,6 +118,7 @@ class MediatorRuntime:
             "oldest_queued_age_s": stats.oldest_queued_age_s,
             "last_forwarding_error": stats.last_error,
             "awaiting_adjudication": stats.awaiting_adjudication,
+            "unconfirmed_for_an_operator": stats.unconfirmed,
             "finished_records": stats.finished,
         }
 

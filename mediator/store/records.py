@@ -14,6 +14,9 @@ class ClaimState(StrEnum):
     QUEUED = "queued"
     #: In openIMIS, entered: adjudication pending; the forwarder polls for the result.
     AWAITING_ADJUDICATION = "awaiting-adjudication"
+    #: openIMIS says it holds this claim code, but shows no claim of this facility under it:
+    #: never submitted again, looked up now and then, settled by an operator (`queue retry`).
+    UNCONFIRMED = "unconfirmed"
     #: Final answer recorded (positive or negative).
     DONE = "done"
     #: openIMIS refused the claim as invalid: final, but the key may be reused with corrections.
@@ -22,7 +25,12 @@ class ClaimState(StrEnum):
 
 FINISHED_STATES = (ClaimState.DONE, ClaimState.INVALID)
 #: Not finished: the forwarder's (held, in flight, waiting for adjudication).
-OPEN_STATES = (ClaimState.SENDING, ClaimState.QUEUED, ClaimState.AWAITING_ADJUDICATION)
+OPEN_STATES = (
+    ClaimState.SENDING,
+    ClaimState.QUEUED,
+    ClaimState.AWAITING_ADJUDICATION,
+    ClaimState.UNCONFIRMED,
+)
 
 
 @dataclass
@@ -64,6 +72,8 @@ class ClaimRecord:
 class QueueStats:
     depth: int
     awaiting_adjudication: int
+    #: Claims openIMIS holds by code that could not be confirmed as the facility's (operator's).
+    unconfirmed: int
     oldest_queued_age_s: float | None
     last_error: str | None
     finished: int

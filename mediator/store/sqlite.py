@@ -79,7 +79,9 @@ CREATE TABLE IF NOT EXISTS pending_reports (
 DROP INDEX IF EXISTS claims_due;
 DROP INDEX IF EXISTS claims_openimis_id;
 DROP INDEX IF EXISTS claims_updated;
-CREATE INDEX IF NOT EXISTS claims_open ON claims (state, next_attempt_at) WHERE {is_open};
+-- claims_open's condition predates the unconfirmed state: replaced by claims_open_states.
+DROP INDEX IF EXISTS claims_open;
+CREATE INDEX IF NOT EXISTS claims_open_states ON claims (state, next_attempt_at) WHERE {is_open};
 CREATE INDEX IF NOT EXISTS claims_by_openimis_id ON claims (openimis_id) WHERE openimis_id IS NOT NULL;
 CREATE INDEX IF NOT EXISTS claims_finished ON claims (updated_at) WHERE {is_finished};
 """
@@ -247,6 +249,7 @@ class SqliteClaimStore:
         return QueueStats(
             depth=counts.get(ClaimState.QUEUED, 0) + counts.get(ClaimState.SENDING, 0),
             awaiting_adjudication=counts.get(ClaimState.AWAITING_ADJUDICATION, 0),
+            unconfirmed=counts.get(ClaimState.UNCONFIRMED, 0),
             oldest_queued_age_s=round(now - oldest, 1) if oldest is not None else None,
             last_error=last_error[0] if last_error else None,
             finished=finished,
@@ -300,11 +303,12 @@ class SqliteClaimStore:
         db.execute("BEGIN IMMEDIATE")
         try:
             rows = db.execute(
-                f"{_SELECT} WHERE {_IS_OPEN} AND ((state IN (?, ?) AND next_attempt_at <= ? AND lease_until < ?)"
-                " OR (state = ? AND lease_until < ?)) ORDER BY next_attempt_at LIMIT ?",
+                f"{_SELECT} WHERE {_IS_OPEN} AND ((state IN (?, ?, ?) AND next_attempt_at <= ? "
+                "AND lease_until < ?) OR (state = ? AND lease_until < ?)) ORDER BY next_attempt_at LIMIT ?",
                 (
                     ClaimState.QUEUED,
                     ClaimState.AWAITING_ADJUDICATION,
+                    ClaimState.UNCONFIRMED,
                     now,
                     now,
                     ClaimState.SENDING,
@@ -346,13 +350,14 @@ class SqliteClaimStore:
         with self._writing():
             cursor = self._connection().execute(
                 "UPDATE claims SET next_attempt_at = 0 WHERE (id = ? OR openimis_id = ? OR claim_code = ?) "
-                "AND (state IN (?, ?) OR (state = ? AND lease_until < ?))",
+                "AND (state IN (?, ?, ?) OR (state = ? AND lease_until < ?))",
                 (
                     ident,
                     ident,
                     ident,
                     ClaimState.QUEUED,
                     ClaimState.AWAITING_ADJUDICATION,
+                    ClaimState.UNCONFIRMED,
                     ClaimState.SENDING,
                     time.time(),
                 ),

@@ -453,6 +453,38 @@ def test_same_claim_code_at_two_facilities_never_mixes_their_answers(mediator, c
     assert sorted(c["facility"] for c in stored) == ["HF0001", "HF0002"]
 
 
+def test_a_claim_openimis_holds_but_shows_as_another_facilitys_is_never_submitted_again(
+    mediator, clean_sandbox
+):
+    """openIMIS answers `ClaimResponse/<code>/` with the first claim of that code: HF0001's. HF0002's
+    claim reached openIMIS but its answer was lost; "already exists" cannot be confirmed as ours."""
+    shared = code("UNC-")
+    assert submit(mediator, make_claim(shared, facility="HF0001", admin="JMDP0011")).status_code == 201
+    fault(clean_sandbox, fail_after_commit=1, fail_status=503)
+    ours = make_claim(shared, facility="HF0002", admin="JMDP0012", lines=[("service", "A1", 1, 10.0)])
+    held = submit(mediator, ours)
+    assert held.status_code == 202
+    record_id = held.headers["Location"].rsplit("/", 1)[1]
+
+    def state():
+        return json.loads(queue_cli(mediator, "show", record_id).stdout)
+
+    wait_until(lambda: state()["state"] == "unconfirmed", timeout=30)
+    sent = submissions(clean_sandbox, shared)
+    assert sent == 3, "HF0001's, ours (answer lost), and the one refused as existing"
+    for _ in range(2):  # an operator's nudge looks it up again, and never resends it
+        before = state()["last_error"]
+        assert queue_cli(mediator, "retry", record_id).returncode == 0
+        wait_until(lambda: state()["next_attempt"] is not None and state()["state"] == "unconfirmed")
+        time.sleep(2 * float(mediator.env.get("FORWARD_POLL_INTERVAL", "1")))
+        assert state()["last_error"] == before
+    assert submissions(clean_sandbox, shared) == sent
+    answer = follow(mediator, held.headers["Location"]).json()
+    assert answer["outcome"] == "queued" and "operator" in answer["disposition"]
+    ready = requests.get(mediator.url + "/ready", timeout=10).json()["claims"]
+    assert ready["unconfirmed_for_an_operator"] == 1
+
+
 @pytest.mark.parametrize(
     "body",
     [

@@ -190,6 +190,10 @@ class ClaimSubmission:
         """Get a claim the caller holds the lease of into openIMIS, and record the answer."""
         client = self._client()
         try:
+            if record.state == ClaimState.UNCONFIRMED:
+                # Never submitted again: only looked up, until it shows as this facility's.
+                found = self._look_up_upstream(client, record, recorder)
+                return self._record_classified(record, found) if found else self._hold_unconfirmed(record)
             if not first_attempt and record.attempts > 0:
                 found = self._look_up_upstream(client, record, recorder)
                 if found is not None:
@@ -245,7 +249,7 @@ class ClaimSubmission:
             found = self._look_up_upstream(client, record, recorder)
             if found is not None:
                 return self._record_classified(record, found)
-            return self._hold(record, "openIMIS reports the claim code as existing but cannot show it")
+            return self._hold_unconfirmed(record)
         is_claim_error = (
             messages
             and response.status in (400, 422, 500)
@@ -404,6 +408,30 @@ class ClaimSubmission:
         )
         return self.recorded_answer(record)
 
+    def _hold_unconfirmed(self, record: ClaimRecord) -> ClaimAnswer:
+        """openIMIS has the code but shows no claim of this facility under it: resending would only
+        be refused again (84 submissions in 5 minutes, once). Look again now and then; an operator
+        settles it in openIMIS and nudges it with `queue retry`."""
+        reason = (
+            f"openIMIS already holds a claim with code {record.claim_code!r} but shows none of facility "
+            f"{record.facility!r} under it (another facility's claim answers that code): not sent again; "
+            "an operator settles it in openIMIS, then runs `queue retry`"
+        )
+        body = held_claim_response(record, reason)
+        self._settle(
+            record,
+            record.lease_owner,
+            state=ClaimState.UNCONFIRMED,
+            outcome="queued",
+            response_status=202,
+            response_body=compact_json(body),
+            next_attempt_at=self._clock() + self._settings().forward_backoff_max,
+            lease_until=0,
+            last_error=reason,
+        )
+        log.error("claim held for an operator", extra={"claim_code": record.claim_code, "reason": reason})
+        return self.recorded_answer(record)
+
     def _settle(self, record: ClaimRecord, lease_owner: str | None, **fields: Any) -> bool:
         """Record a result durably, and on the record the caller goes on with; False if the
         caller's lease was lost (the record was left as another sender has it)."""
@@ -430,7 +458,7 @@ class ClaimSubmission:
                 properties=_properties(record, None),
                 encoded=record.response_body,
             )
-        if record.state == ClaimState.QUEUED:
+        if record.state in (ClaimState.QUEUED, ClaimState.UNCONFIRMED):
             return self._held_answer(record, body, record.response_body)
         outcome = ClaimOutcome(record.outcome)
         return ClaimAnswer(
