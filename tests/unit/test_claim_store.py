@@ -302,8 +302,8 @@ def test_a_store_of_the_previous_layout_is_upgraded_in_place(tmp_path):
     store = SqliteClaimStore(path)
     with sqlite3.connect(path) as db:
         indexes = {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
-    assert not indexes & {"claims_due", "claims_openimis_id", "claims_updated"}
-    assert {"claims_open", "claims_by_openimis_id", "claims_finished"} <= indexes
+    assert not indexes & {"claims_due", "claims_openimis_id", "claims_updated", "claims_open"}
+    assert {"claims_open_states", "claims_by_openimis_id", "claims_finished"} <= indexes
     assert store.get("uuid-1").id == "r1", "found by its openIMIS id"
     assert [r.id for r in store.lease_due(10.0, 60, "forwarder", 10)] == ["r2"]
     assert store.purge_finished(before=5.0) == 1
