@@ -20,7 +20,7 @@ from mediator.openhim.api import OpenHimApi, OpenHimError
 from mediator.openhim.orchestrations import OrchestrationRecorder
 from mediator.openhim.transactions import update_transaction
 from mediator.runtime import MediatorRuntime
-from mediator.store import ClaimRecord, ClaimState
+from mediator.store import ClaimRecord, ClaimState, StoreUnavailable
 
 log = logging.getLogger("mediator.forwarder")
 
@@ -40,6 +40,8 @@ class Forwarder:
         while not stop.is_set():
             try:
                 self.run_once()
+            except StoreUnavailable as exc:
+                log.warning("forwarding round skipped", extra={"error": str(exc)})
             except Exception:  # the loop must outlive any single failure
                 log.exception("forwarding round failed")
             stop.wait(self.runtime.settings.forward_poll_interval)

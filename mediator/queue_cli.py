@@ -10,12 +10,12 @@ from datetime import UTC, datetime
 
 from mediator.openhim.live_config import SharedState
 from mediator.settings import Settings
-from mediator.store import OPEN_STATES, ClaimRecord, ClaimState, SqliteClaimStore
+from mediator.store import OPEN_STATES, ClaimRecord, ClaimState, ClaimStore, open_claim_store
 from mediator.transactions.catalogue import CATALOGUE_FILE, RESOURCE_TYPES, request_refresh
 
 
 def run_queue_command(settings: Settings, command: str, key: str | None) -> int:
-    store = SqliteClaimStore(settings.claim_store_file)
+    store = open_claim_store(settings)
     if command == "list":
         stats = store.stats(time.time())
         print(
@@ -43,7 +43,7 @@ def run_queue_command(settings: Settings, command: str, key: str | None) -> int:
     return 2
 
 
-def _find(store: SqliteClaimStore, key: str) -> list[ClaimRecord]:
+def _find(store: ClaimStore, key: str) -> list[ClaimRecord]:
     record = store.get(key)
     return [record] if record else store.by_claim_code(key)
 

@@ -22,7 +22,7 @@ from mediator.openhim.orchestrations import OrchestrationRecorder
 from mediator.openimis.client import OpenImisClient
 from mediator.openimis.errors import OpenImisError
 from mediator.settings import Settings, SettingsError
-from mediator.store import ClaimStore, SqliteClaimStore
+from mediator.store import ClaimStore, StoreUnavailable, open_claim_store
 from mediator.transactions.catalogue import Catalogue, CatalogueView
 from mediator.transactions.claims.submission import ClaimSubmission
 
@@ -61,12 +61,16 @@ class MediatorRuntime:
         self._console_config_version: int | None = None
         self._next_config_check = 0.0
         self._ready_cache: tuple[float, dict[str, Any]] | None = None
-        self.store: ClaimStore = SqliteClaimStore(settings.claim_store_file)
+        self.store: ClaimStore = open_claim_store(settings)
         self.claims = ClaimSubmission(self.store, lambda: self._openimis, lambda: self._settings)
         self._catalogue = CatalogueView(self._shared)
         self.config_error: str | None = None
         if not settings.openimis_verify_tls:
             log.warning("TLS verification towards openIMIS is OFF (OPENIMIS_VERIFY_TLS=false)")
+
+    @property
+    def store_kind(self) -> str:
+        return "postgresql" if self._base_settings.claim_store_url else "sqlite"
 
     @property
     def settings(self) -> Settings:
@@ -112,8 +116,12 @@ class MediatorRuntime:
         return self._catalogue.current(self._settings.master_data_cache_enabled)
 
     def queue_status(self) -> dict[str, Any]:
-        stats = self.store.stats(time.time())
+        try:
+            stats = self.store.stats(time.time())
+        except StoreUnavailable as exc:
+            return {"store": "unreachable", "error": str(exc)}
         return {
+            "store": self.store_kind,
             "queue_depth": stats.depth,
             "oldest_queued_age_s": stats.oldest_queued_age_s,
             "last_forwarding_error": stats.last_error,

@@ -84,6 +84,9 @@ class Settings:
     openhim_install_channels: bool
 
     claim_store_path: str
+    #: postgresql://user:password@host:port/db: the store several replicas share (empty: SQLite).
+    claim_store_url: Secret
+    claim_store_pool_size: int
     claim_retention_days: float = field(metadata=console("claimRetentionDays"))
     forward_backoff_initial: float = field(metadata=console("forwardBackoffInitial"))
     forward_backoff_max: float = field(metadata=console("forwardBackoffMax"))
@@ -238,6 +241,10 @@ def _check(s: Settings) -> None:
             parts = urlsplit(url)
             if parts.scheme not in ("http", "https") or not parts.netloc:
                 fail(url_field, f"{url!r} is not an absolute http(s) URL")
+    if s.claim_store_url and not s.claim_store_url.reveal().startswith(("postgresql://", "postgres://")):
+        fail("claim_store_url", "must be a postgresql://user:password@host:port/database URL")
+    if s.claim_store_pool_size < 1:
+        fail("claim_store_pool_size", "must be at least 1")
     if not s.openimis_fhir_path.startswith("/"):
         fail("openimis_fhir_path", f"{s.openimis_fhir_path!r} must start with '/'")
     for bundle_field in ("openimis_ca_bundle", "openhim_ca_bundle"):

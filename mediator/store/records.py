@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol
+
+from mediator.jsontext import compact_json
 
 
 class ClaimState(StrEnum):
@@ -68,6 +71,53 @@ class ClaimRecord:
         return self.id
 
 
+class StoreUnavailable(Exception):
+    """The claim store cannot be reached: nothing may be acknowledged that it has not stored."""
+
+
+#: A record's columns, in the order both stores keep them.
+COLUMNS = (
+    "id",
+    "claim_code",
+    "facility",
+    "content_hash",
+    "state",
+    "payload",
+    "created_at",
+    "updated_at",
+    "attempts",
+    "next_attempt_at",
+    "lease_until",
+    "lease_owner",
+    "openimis_id",
+    "outcome",
+    "response_status",
+    "response_body",
+    "last_error",
+    "openhim_tx_id",
+)
+
+
+def column_value(name: str, value: Any) -> Any:
+    """A field as a column holds it (the payload as JSON text, a state as its name)."""
+    if name == "payload":
+        return compact_json(value)
+    if isinstance(value, ClaimState):
+        return str(value)
+    return value
+
+
+def record_row(record: ClaimRecord) -> tuple[Any, ...]:
+    return tuple(column_value(name, getattr(record, name)) for name in COLUMNS)
+
+
+def row_record(row: tuple[Any, ...] | Any) -> ClaimRecord:
+    values = dict(zip(COLUMNS, row, strict=True))
+    values["payload"] = json.loads(values["payload"])
+    values["state"] = ClaimState(values["state"])
+    return ClaimRecord(**values)
+
+
 @dataclass(frozen=True)
 class QueueStats:
     depth: int
@@ -116,3 +166,5 @@ class ClaimStore(Protocol):
     def checkpoint(self) -> None: ...
 
     def purge_finished(self, before: float) -> int: ...
+
+    def close(self) -> None: ...

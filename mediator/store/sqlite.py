@@ -26,7 +26,6 @@ transaction, so there is no lost update.
 from __future__ import annotations
 
 import fcntl
-import json
 import os
 import sqlite3
 import threading
@@ -36,9 +35,18 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from mediator.jsontext import compact_json
 from mediator.store.group_commit import GroupCommit
-from mediator.store.records import FINISHED_STATES, OPEN_STATES, ClaimRecord, ClaimState, QueueStats
+from mediator.store.records import (
+    COLUMNS,
+    FINISHED_STATES,
+    OPEN_STATES,
+    ClaimRecord,
+    ClaimState,
+    QueueStats,
+    column_value,
+    record_row,
+    row_record,
+)
 
 #: The conditions of the partial indexes, in the words their queries must repeat.
 _IS_OPEN = f"state IN ({', '.join(repr(str(s)) for s in OPEN_STATES)})"
@@ -88,26 +96,7 @@ CREATE INDEX IF NOT EXISTS claims_finished ON claims (updated_at) WHERE {is_fini
 
 _SCHEMA = _SCHEMA_TEMPLATE.format(is_open=_IS_OPEN, is_finished=_IS_FINISHED)
 
-_COLUMNS = (
-    "id",
-    "claim_code",
-    "facility",
-    "content_hash",
-    "state",
-    "payload",
-    "created_at",
-    "updated_at",
-    "attempts",
-    "next_attempt_at",
-    "lease_until",
-    "lease_owner",
-    "openimis_id",
-    "outcome",
-    "response_status",
-    "response_body",
-    "last_error",
-    "openhim_tx_id",
-)
+_COLUMNS = COLUMNS
 #: WAL pages after which a committing request checkpoints itself (the agent normally did long before).
 _FALLBACK_CHECKPOINT_PAGES = 10_000
 #: The WAL file is truncated back to this size after a checkpoint that emptied it.
@@ -204,7 +193,7 @@ class SqliteClaimStore:
             .execute(f"{_SELECT} WHERE id = ? OR openimis_id = ?", (ident, ident))
             .fetchone()
         )
-        return _record(row) if row else None
+        return row_record(row) if row else None
 
     def by_key(self, claim_code: str, facility: str) -> ClaimRecord | None:
         row = (
@@ -212,11 +201,11 @@ class SqliteClaimStore:
             .execute(f"{_SELECT} WHERE claim_code = ? AND facility = ?", (claim_code, facility))
             .fetchone()
         )
-        return _record(row) if row else None
+        return row_record(row) if row else None
 
     def by_claim_code(self, claim_code: str) -> list[ClaimRecord]:
         rows = self._connection().execute(f"{_SELECT} WHERE claim_code = ?", (claim_code,)).fetchall()
-        return [_record(r) for r in rows]
+        return [row_record(r) for r in rows]
 
     def listing(self, states: tuple[ClaimState, ...], limit: int) -> list[ClaimRecord]:
         marks = ", ".join("?" for _ in states)
@@ -229,7 +218,7 @@ class SqliteClaimStore:
             )
             .fetchall()
         )
-        return [_record(r) for r in rows]
+        return [row_record(r) for r in rows]
 
     def stats(self, now: float) -> QueueStats:
         db = self._connection()
@@ -267,12 +256,12 @@ class SqliteClaimStore:
             )
             .fetchall()
         )
-        return [(_record(r[:-1]), r[-1]) for r in rows]
+        return [(row_record(r[:-1]), r[-1]) for r in rows]
 
     # -- writes ----------------------------------------------------------------------------
 
     def intake(self, record: ClaimRecord) -> tuple[ClaimRecord, bool]:
-        values = _row(record)  # encoded before joining a batch: other writers wait on the batch
+        values = record_row(record)  # encoded before joining a batch: other writers wait on the batch
 
         def insert(db: sqlite3.Connection) -> tuple[ClaimRecord, bool]:
             cursor = db.execute(_INSERT_NEW, values)
@@ -285,7 +274,7 @@ class SqliteClaimStore:
     def finish(self, record_id: str, lease_owner: str | None, **fields: Any) -> bool:
         fields.setdefault("updated_at", time.time())
         assignments = ", ".join(f"{name} = ?" for name in fields)
-        values = [_column_value(name, value) for name, value in fields.items()]
+        values = [column_value(name, value) for name, value in fields.items()]
         if lease_owner is None:
             sql, params = f"UPDATE claims SET {assignments} WHERE id = ?", (*values, record_id)
         else:
@@ -316,7 +305,7 @@ class SqliteClaimStore:
                     limit,
                 ),
             ).fetchall()
-            records = [_record(r) for r in rows]
+            records = [row_record(r) for r in rows]
             for record in records:
                 record.lease_until, record.lease_owner = now + lease_s, owner
                 db.execute(
@@ -396,7 +385,7 @@ def _intake_existing(
         row = db.execute(
             f"{_SELECT} WHERE claim_code = ? AND facility = ?", (record.claim_code, record.facility)
         ).fetchone()
-        existing = _record(row) if row is not None else None
+        existing = row_record(row) if row is not None else None
         if existing is not None and (
             existing.state != ClaimState.INVALID or existing.content_hash == record.content_hash
         ):
@@ -413,22 +402,3 @@ def _intake_existing(
         raise
     db.execute("RELEASE intake_existing")
     return result
-
-
-def _column_value(name: str, value: Any) -> Any:
-    if name == "payload":
-        return compact_json(value)
-    if isinstance(value, ClaimState):
-        return str(value)
-    return value
-
-
-def _row(record: ClaimRecord) -> tuple[Any, ...]:
-    return tuple(_column_value(name, getattr(record, name)) for name in _COLUMNS)
-
-
-def _record(row: tuple[Any, ...]) -> ClaimRecord:
-    values = dict(zip(_COLUMNS, row, strict=True))
-    values["payload"] = json.loads(values["payload"])
-    values["state"] = ClaimState(values["state"])
-    return ClaimRecord(**values)

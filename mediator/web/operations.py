@@ -37,7 +37,9 @@ def ready() -> tuple[Response, int]:
     }
     if rt.config_error:
         body["config_error"] = rt.config_error
-    return jsonify(body), 200 if openimis["ready"] else 503
+    ok = openimis["ready"] and body["claims"].get("store") != "unreachable"
+    body["status"] = "ready" if ok else "not ready"
+    return jsonify(body), 200 if ok else 503
 
 
 def _without_userinfo(value: object) -> object:

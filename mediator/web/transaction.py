@@ -35,6 +35,7 @@ from mediator.openimis.errors import (
     OpenImisTimeout,
 )
 from mediator.runtime import MediatorRuntime
+from mediator.store import StoreUnavailable
 
 log = logging.getLogger("mediator.transaction")
 
@@ -143,6 +144,21 @@ def install(app: Flask, urn_of: Any) -> None:
         ctx.outcome = "upstream-" + type(exc).__name__.removeprefix("OpenImis").lower()
         outcome = operation_outcome([Issue("transient", exc.public_message)])
         return fhir_answer(outcome, status, headers)
+
+    @app.errorhandler(StoreUnavailable)
+    def store_unavailable(exc: StoreUnavailable) -> Response:
+        """Nothing is acknowledged that the claim store did not keep: the clinic retries."""
+        log.error("claim store unavailable", extra={"error": str(exc)})
+        current().outcome = "store-unavailable"
+        outcome = operation_outcome(
+            [
+                Issue(
+                    "transient",
+                    "the mediator cannot reach its claim store; retry later (a claim is never sent twice)",
+                )
+            ]
+        )
+        return fhir_answer(outcome, 503, {"Retry-After": "5"})
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException) -> Response:
