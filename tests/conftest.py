@@ -20,7 +20,7 @@ def real_capture(name: str) -> Any:
     return json.loads((REAL_OPENIMIS / f"{name}.json").read_text(encoding="utf-8"))
 
 
-pytest_plugins = ["tests.support.openhim_fixtures"]
+pytest_plugins = ["tests.support.openhim_fixtures", "tests.support.postgres_fixtures"]
 
 
 @pytest.fixture

@@ -2,27 +2,10 @@
 
 from __future__ import annotations
 
-import itertools
-
 import pytest
 
 from mediator.store import ClaimStore, SqliteClaimStore
 from mediator.store.postgres import PostgresClaimStore
-from tests.support.postgres import PostgresServer, running_postgres
-
-_databases = itertools.count()
-
-
-@pytest.fixture(scope="session")
-def postgres() -> PostgresServer:
-    with running_postgres() as server:
-        yield server
-
-
-@pytest.fixture
-def postgres_url(postgres: PostgresServer) -> str:
-    """A new, empty database on the session's server."""
-    return postgres.database(f"claims_{next(_databases)}")
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
