@@ -10,6 +10,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from mediator.openhim.live_config import (
@@ -52,16 +53,19 @@ class MediatorRuntime:
         settings: Settings,
         client_factory: Callable[[Settings], OpenImisClient] = OpenImisClient,
     ) -> None:
-        self._client_factory = client_factory
+        self.store: ClaimStore = open_claim_store(settings)
+        shared_guard = getattr(self.store, "login_guard", None)  # replicas share failed logins
+        self._client_factory: Callable[[Settings], OpenImisClient] = (
+            client_factory if shared_guard is None else partial(client_factory, login_guard=shared_guard)
+        )
         self._lock = threading.Lock()
         self._base_settings = settings
         self._settings = settings
-        self._openimis = client_factory(settings)
+        self._openimis = self._client_factory(settings)
         self._shared = SharedState(settings.mediator_state_dir)
         self._console_config_version: int | None = None
         self._next_config_check = 0.0
         self._ready_cache: tuple[float, dict[str, Any]] | None = None
-        self.store: ClaimStore = open_claim_store(settings)
         self.claims = ClaimSubmission(self.store, lambda: self._openimis, lambda: self._settings)
         self._catalogue = CatalogueView(self._shared)
         self.config_error: str | None = None

@@ -87,16 +87,20 @@ class OpenImisClient:
         settings: Settings,
         session: requests.Session | None = None,
         clock: Callable[[], float] = time.time,
+        login_guard: Callable[[float, str], LoginGuard] | None = None,
     ) -> None:
+        """`login_guard(base_delay, credentials)` makes the guard failed logins are shared in
+        (default: a file of the instance's state directory)."""
         self.base = settings.openimis_fhir_base
         self._username = settings.openimis_username
         self._password = settings.openimis_password
         self._timeout = (settings.openimis_connect_timeout, settings.openimis_read_timeout)
-        self._login_guard = LoginGuard(
-            Path(settings.mediator_state_dir) / "openimis-login-guard.json",
-            settings.openimis_login_retry_after,
-            f"{self.base}\n{settings.openimis_username}\n{settings.openimis_password.reveal()}",
-        )
+        credentials = f"{self.base}\n{settings.openimis_username}\n{settings.openimis_password.reveal()}"
+        if login_guard is None:
+            path = Path(settings.mediator_state_dir) / "openimis-login-guard.json"
+            self._login_guard = LoginGuard(path, settings.openimis_login_retry_after, credentials)
+        else:
+            self._login_guard = login_guard(settings.openimis_login_retry_after, credentials)
         self._clock = clock
         self._session = session or requests.Session()
         adapter = OpenImisAdapter(pool_connections=2, pool_maxsize=settings.openimis_pool_size)

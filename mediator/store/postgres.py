@@ -32,7 +32,9 @@ from typing import Any, TypeVar
 import psycopg
 import psycopg_pool
 
+from mediator.openimis.login_guard import LoginGuard
 from mediator.redaction import masked_url
+from mediator.store.postgres_login_guard import PostgresLoginGuard
 from mediator.store.records import (
     COLUMNS,
     FINISHED_STATES,
@@ -95,6 +97,15 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX claims_by_openimis_id ON claims (openimis_id) WHERE openimis_id IS NOT NULL;
     CREATE INDEX claims_finished ON claims (updated_at) WHERE state IN ('done', 'invalid');
     """,
+    # 2: the deployment's failed openIMIS logins, shared by its replicas.
+    """
+    CREATE TABLE openimis_login_guard (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        failures INTEGER NOT NULL,
+        suspended_until DOUBLE PRECISION NOT NULL,
+        credentials TEXT NOT NULL
+    );
+    """,
 )
 
 
@@ -150,6 +161,10 @@ class PostgresClaimStore:
     def _transaction(self, work: Callable[[psycopg.Connection[Any]], T]) -> T:
         with self._connection() as db, db.transaction():
             return work(db)
+
+    def login_guard(self, base_delay: float, credentials: str) -> LoginGuard:
+        """Failed openIMIS logins shared by every replica on this database."""
+        return PostgresLoginGuard(self._connection, base_delay, credentials)
 
     def close(self) -> None:
         if self._pool is not None and self._pid == os.getpid():
@@ -241,9 +256,7 @@ class PostgresClaimStore:
         values = record_row(record)
 
         def insert(db: psycopg.Connection[Any]) -> tuple[ClaimRecord, bool]:
-            inserted = db.execute(
-                _INSERT + " ON CONFLICT DO NOTHING RETURNING id", values
-            ).fetchone()
+            inserted = db.execute(_INSERT + " ON CONFLICT DO NOTHING RETURNING id", values).fetchone()
             if inserted is not None:
                 return record, True
             row = db.execute(

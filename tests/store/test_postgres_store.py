@@ -7,7 +7,12 @@ import threading
 
 import psycopg
 import pytest
+import responses
 
+from mediator.openhim.orchestrations import OrchestrationRecorder
+from mediator.openimis.client import OpenImisClient
+from mediator.openimis.errors import OpenImisLoginRefused
+from mediator.settings import load_settings
 from mediator.store import ClaimState, StoreUnavailable
 from mediator.store.postgres import MIGRATIONS, PostgresClaimStore
 from tests.store.test_claim_store_contract import record
@@ -71,3 +76,29 @@ def test_the_lease_holder_is_visible_to_operators(postgres_url):
     [leased] = store.lease_due(now=10.0, lease_s=60, owner="replica-b:forwarder", limit=5)
     assert store.get(leased.id).lease_owner == "replica-b:forwarder"
     store.close()
+
+
+@responses.activate
+def test_a_failed_login_of_one_replica_suspends_the_logins_of_all(postgres_url, tmp_path):
+    """openIMIS locks the account after five failures: replicas must not spend one each."""
+    base = "https://imis.example.org/api/api_fhir_r4/"
+    login = responses.post(base + "login/", status=401, json="INCORRECT_CREDENTIALS")
+    replicas = []
+    for name in ("a", "b", "c"):
+        settings = load_settings(
+            {
+                "MEDIATOR_STATE_DIR": str(tmp_path / name),  # no state directory in common
+                "OPENIMIS_URL": "https://imis.example.org",
+                "OPENIMIS_USERNAME": "Admin",
+                "OPENIMIS_PASSWORD": "wrong-password",
+                "OPENIMIS_LOGIN_RETRY_AFTER": "60",
+            }
+        )
+        store = PostgresClaimStore(postgres_url)
+        replicas.append((OpenImisClient(settings, login_guard=store.login_guard), store))
+    for client, _ in replicas:
+        with pytest.raises(OpenImisLoginRefused):
+            client.get("Medication/", OrchestrationRecorder(), "list")
+    assert login.call_count == 1, "one failure suspends every replica's logins"
+    for _, store in replicas:
+        store.close()
