@@ -2,7 +2,13 @@
 
 import sys
 
-from mediator.serving import gunicorn_options, log_cpu_binding, start_agent, start_embedded_sandbox_if_needed
+from mediator.serving import (
+    gunicorn_options,
+    log_cpu_binding,
+    prepare_metrics_dir,
+    start_agent,
+    start_embedded_sandbox_if_needed,
+)
 from mediator.settings import SettingsError, load_settings
 
 try:
@@ -19,6 +25,7 @@ globals().update(gunicorn_options(_settings))
 
 
 def on_starting(server):
+    prepare_metrics_dir(_settings.mediator_state_dir)
     server.mediator_children = {"sandbox": start_embedded_sandbox_if_needed(_settings)}
 
 

@@ -15,6 +15,7 @@ import threading
 import time
 import uuid
 
+from mediator import metrics
 from mediator.jsontext import compact_json
 from mediator.openhim.api import OpenHimApi, OpenHimError
 from mediator.openhim.orchestrations import OrchestrationRecorder
@@ -70,6 +71,9 @@ class Forwarder:
 
     def _work_on(self, record: ClaimRecord) -> None:
         recorder = OrchestrationRecorder()
+        if record.state == ClaimState.SENDING:  # its sender (a worker, a replica) is gone
+            metrics.LEASE_TAKEOVERS.inc()
+            log.warning("claim in flight taken over", extra={"claim_code": record.claim_code})
         if record.state == ClaimState.AWAITING_ADJUDICATION:
             self._follow_adjudication(record, recorder)
         else:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -15,6 +16,7 @@ import sys
 import threading
 import time
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 from gunicorn.glogging import Logger as GunicornLogger
@@ -60,6 +62,18 @@ class QuietAccessLogger(GunicornLogger):
     def access(self, resp: Any, req: Any, environ: dict[str, Any], request_time: Any) -> None:
         if self.access_log.isEnabledFor(logging.INFO):
             super().access(resp, req, environ, request_time)
+
+
+def prepare_metrics_dir(state_dir: str) -> None:
+    """In the master, before any worker or the agent: an empty directory for this run's metrics.
+
+    prometheus-client reads the variable when it is first imported, so the processes that
+    inherit it (workers, agent) all count into the files of this directory (`mediator.metrics`).
+    """
+    directory = Path(state_dir) / "metrics"
+    shutil.rmtree(directory, ignore_errors=True)
+    directory.mkdir(parents=True, exist_ok=True)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(directory)
 
 
 def gunicorn_options(settings: Settings) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from typing import Any
 
 import requests
 
+from mediator import metrics
 from mediator.jsontext import parse_json
 from mediator.openhim.orchestrations import OrchestrationRecorder, UpstreamCall
 from mediator.openimis.errors import (
@@ -244,10 +245,12 @@ class OpenImisClient:
         except requests.Timeout as exc:
             call.ended, call.error = time.time(), f"timeout: {type(exc).__name__}"
             recorder.record(call)
+            metrics.upstream_call(method, path, "timeout", call.ended - started)
             raise OpenImisTimeout(f"{name}: no answer within {self._timeout[1]} s") from None
         except requests.RequestException as exc:
             call.ended, call.error = time.time(), f"unreachable: {type(exc).__name__}"
             recorder.record(call)
+            metrics.upstream_call(method, path, "unreachable", call.ended - started)
             raise OpenImisUnreachable(f"{name}: {type(exc).__name__}") from None
         call.ended = time.time()
         call.url = r.url
@@ -255,6 +258,9 @@ class OpenImisClient:
         call.response_headers = dict(r.headers)
         call.response_body = r.content
         recorder.record(call)
+        metrics.upstream_call(
+            method, path, "ok" if r.status_code < 400 else str(r.status_code), call.ended - started
+        )
         return UpstreamResponse(r.status_code, r.headers, r.content)
 
 

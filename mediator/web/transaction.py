@@ -15,6 +15,7 @@ from typing import Any
 from flask import Flask, Request, Response, current_app, g, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
+from mediator import metrics
 from mediator.fhir.media import FHIR_JSON, accepts_fhir_json, is_fhir_json_body
 from mediator.fhir.outcome import FhirError, Issue, operation_outcome
 from mediator.ids import RandomIds
@@ -197,6 +198,9 @@ def install(app: Flask, urn_of: Any) -> None:
         if ctx.via_openhim:
             response = _enveloped(response, ctx, status, urn_of())
         duration_ms = round((time.perf_counter() - ctx.started) * 1000, 2)
+        outcome = ctx.outcome or ("ok" if response.status_code < 400 else "error")
+        route = req.url_rule.rule if req.url_rule is not None else "unrouted"  # bounded labels
+        metrics.TRANSACTIONS.labels(f"{req.method} {route}", outcome).inc()
         log.info(
             "transaction",
             extra={
@@ -204,7 +208,7 @@ def install(app: Flask, urn_of: Any) -> None:
                 "path": req.path,
                 "status": response.status_code,
                 "duration_ms": duration_ms,
-                "outcome": ctx.outcome or ("ok" if response.status_code < 400 else "error"),
+                "outcome": outcome,
                 "openhim_status": str(status) if ctx.via_openhim else None,
                 "upstream": ctx.recorder.summary(),
                 "properties": ctx.properties or None,
