@@ -27,6 +27,12 @@ def main(argv: list[str] | None = None) -> int:
     show.add_argument("key")
     retry = queue_commands.add_parser("retry", help="make a held claim due now (by claim code or id)")
     retry.add_argument("key")
+    store = commands.add_parser("store", help="the claim store")
+    store_commands = store.add_subparsers(dest="store_command", required=True)
+    migrate = store_commands.add_parser(
+        "migrate", help="copy this instance's SQLite claims into the PostgreSQL store (CLAIM_STORE_URL)"
+    )
+    migrate.add_argument("--from", dest="source", help="the SQLite file (default: this instance's)")
     cache = commands.add_parser("cache", help="the services/items cache")
     cache_commands = cache.add_subparsers(dest="cache_command", required=True)
     cache_commands.add_parser("status", help="when the copy was refreshed and what it holds")
@@ -48,6 +54,11 @@ def main(argv: list[str] | None = None) -> int:
         from mediator.queue_cli import run_queue_command
 
         return run_queue_command(settings, args.queue_command, getattr(args, "key", None))
+
+    if args.command == "store":
+        from mediator.queue_cli import run_store_command
+
+        return run_store_command(settings, args.source)
 
     if args.command == "cache":
         from mediator.queue_cli import run_cache_command

@@ -33,7 +33,7 @@ class Forwarder:
     def __init__(self, runtime: MediatorRuntime, openhim: OpenHimApi | None) -> None:
         self.runtime = runtime
         self.openhim = openhim
-        self.owner = f"forwarder-{uuid.uuid4()}"
+        self.owner = f"{runtime.settings.replica_name}/forwarder-{uuid.uuid4().hex[:8]}"
         self._next_purge = 0.0
         self._orchestrations: dict[str, OrchestrationRecorder] = {}
 

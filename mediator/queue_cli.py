@@ -1,4 +1,4 @@
-"""Operator commands: `queue list|show|retry` (the durable claim queue) and `cache status|refresh`
+"""Operator commands: `queue list|show|retry` (the durable claim queue), `store migrate` and `cache status|refresh`
 (the services/items copy)."""
 
 from __future__ import annotations
@@ -7,10 +7,18 @@ import json
 import sys
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 
 from mediator.openhim.live_config import SharedState
 from mediator.settings import Settings
-from mediator.store import OPEN_STATES, ClaimRecord, ClaimState, ClaimStore, open_claim_store
+from mediator.store import (
+    OPEN_STATES,
+    ClaimRecord,
+    ClaimState,
+    ClaimStore,
+    StoreUnavailable,
+    open_claim_store,
+)
 from mediator.transactions.catalogue import CATALOGUE_FILE, RESOURCE_TYPES, request_refresh
 
 
@@ -54,7 +62,8 @@ def _line(record: ClaimRecord) -> str:
     )
     return (
         f"{record.claim_code:<20} {record.facility:<38} {record.state:<22} attempts={record.attempts:<3} "
-        f"next={due} error={record.last_error or '-'}"
+        f"next={due} held-by={record.lease_owner if record.lease_until > time.time() else '-'} "
+        f"error={record.last_error or '-'}"
     )
 
 
@@ -71,6 +80,11 @@ def _summary(record: ClaimRecord) -> dict[str, object]:
         "updated": _when(record.updated_at),
         "next_attempt": _when(record.next_attempt_at) if record.state in OPEN_STATES else None,
         "openimis_id": record.openimis_id,
+        "lease": (
+            {"holder": record.lease_owner, "until": _when(record.lease_until)}
+            if record.lease_until > time.time()
+            else None
+        ),
         "last_error": record.last_error,
         "openhim_transaction": record.openhim_tx_id,
     }
@@ -82,6 +96,27 @@ def _when(ts: float) -> str:
 
 def _age(seconds: float | None) -> str:
     return "-" if seconds is None else f"{seconds:.0f} s"
+
+
+def run_store_command(settings: Settings, source: str | None) -> int:
+    """`store migrate`: this instance's SQLite records into the shared PostgreSQL store."""
+    if not settings.claim_store_url:
+        print("set CLAIM_STORE_URL to the PostgreSQL store to migrate to", file=sys.stderr)
+        return 2
+    from mediator.store.migration import migrate_sqlite_to_postgres
+    from mediator.store.postgres import PostgresClaimStore
+
+    path = Path(source) if source else settings.claim_store_file
+    try:
+        report = migrate_sqlite_to_postgres(path, PostgresClaimStore(settings.claim_store_url.reveal()))
+    except (FileNotFoundError, StoreUnavailable) as exc:
+        print(f"store migrate: {exc}", file=sys.stderr)
+        return 1
+    print(
+        f"{path} -> PostgreSQL: {report.copied} records copied, {report.already_there} already there, "
+        f"{report.reports} OpenHIM transactions waiting for their result"
+    )
+    return 0
 
 
 def run_cache_command(settings: Settings, command: str) -> int:

@@ -9,9 +9,11 @@ never runs on a silently-defaulted value.
 from __future__ import annotations
 
 import os
+import socket
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -134,6 +136,11 @@ class Settings:
     @property
     def claim_store_file(self) -> Path:
         return Path(self.claim_store_path or Path(self.mediator_state_dir) / "claims.sqlite3")
+
+    @cached_property
+    def replica_name(self) -> str:
+        """How this instance is named in the leases it holds (`queue show`): host and port."""
+        return f"{socket.gethostname()}:{self.mediator_port}"
 
     @property
     def claim_lease_s(self) -> float:

@@ -300,6 +300,18 @@ class PostgresClaimStore:
         records = self._many(sql, params)
         return sorted(records, key=lambda r: r.next_attempt_at)
 
+    def import_records(self, records: list[ClaimRecord]) -> int:
+        """Copy records as they are (`store migrate`); a key already held is left. Returns the copied."""
+
+        def insert(db: psycopg.Connection[Any]) -> int:
+            copied = 0
+            for record in records:
+                cursor = db.execute(_INSERT + " ON CONFLICT DO NOTHING", record_row(record))
+                copied += cursor.rowcount
+            return copied
+
+        return self._transaction(insert)
+
     def await_report(self, claim_id: str, transaction_id: str) -> None:
         self._run(
             lambda db: db.execute(

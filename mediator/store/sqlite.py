@@ -244,6 +244,27 @@ class SqliteClaimStore:
             finished=finished,
         )
 
+    def every_record(self, batch: int = 500) -> Iterator[list[ClaimRecord]]:
+        """All records, a batch at a time, in the order they were stored (`store migrate`)."""
+        last = 0
+        while True:
+            rows = (
+                self._connection()
+                .execute(
+                    f"SELECT rowid, {', '.join(_COLUMNS)} FROM claims WHERE rowid > ? ORDER BY rowid LIMIT ?",
+                    (last, batch),
+                )
+                .fetchall()
+            )
+            if not rows:
+                return
+            last = rows[-1][0]
+            yield [row_record(r[1:]) for r in rows]
+
+    def pending_reports(self) -> list[tuple[str, str]]:
+        """Every (claim id, OpenHIM transaction id) still waiting for its result (`store migrate`)."""
+        return self._connection().execute("SELECT claim_id, transaction_id FROM pending_reports").fetchall()
+
     def due_reports(self, limit: int) -> list[tuple[ClaimRecord, str]]:
         # CROSS JOIN keeps pending_reports the outer loop: left to itself, SQLite walked every
         # finished claim of the store (the `state` index) looking for its reports, every second.

@@ -148,7 +148,8 @@ class ClaimSubmission:
             # crash leaves it "in doubt" and it is looked up upstream before any resend.
             attempts=1,
             lease_until=now + self._settings().claim_lease_s,
-            lease_owner=f"worker-{record_id}",  # one intake, one lease: no second id needed
+            # One intake, one lease: the record's id makes it unique; the replica says where it is.
+            lease_owner=f"{self._settings().replica_name}/worker-{record_id}",
             openhim_tx_id=openhim_tx_id,
         )
         stored, is_new = self.store.intake(record)
