@@ -34,6 +34,8 @@ import psycopg_pool
 
 from mediator.openimis.login_guard import LoginGuard
 from mediator.redaction import masked_url
+from mediator.store.notifications import NEW_ID, OUTBOX_INSERT, NotificationTables, outbox_params
+from mediator.store.notifications import SCHEMA as NOTIFICATION_SCHEMA
 from mediator.store.postgres_login_guard import PostgresLoginGuard
 from mediator.store.records import (
     COLUMNS,
@@ -106,6 +108,8 @@ MIGRATIONS: tuple[str, ...] = (
         credentials TEXT NOT NULL
     );
     """,
+    # 3: subscriptions and the notification outbox; a claim's version.
+    "ALTER TABLE claims ADD COLUMN version INTEGER NOT NULL DEFAULT 0;\n" + NOTIFICATION_SCHEMA,
 )
 
 
@@ -118,6 +122,12 @@ class PostgresClaimStore:
         self._pid = 0
         self._lock = threading.Lock()
         self.migrate()
+        self.notifications = NotificationTables(
+            lambda sql, params: self._run(lambda db: db.execute(sql, params).fetchall()),
+            lambda work: self._transaction(lambda db: work(db.execute)),
+            placeholder="%s",
+            lock_clause=" FOR UPDATE OF n SKIP LOCKED",
+        )
 
     def __repr__(self) -> str:
         return f"PostgresClaimStore({masked_url(self._url)})"
@@ -275,16 +285,29 @@ class PostgresClaimStore:
 
         return self._transaction(insert)
 
-    def finish(self, record_id: str, lease_owner: str | None, **fields: Any) -> bool:
+    def finish(self, record_id: str, lease_owner: str | None, notify: bool = False, **fields: Any) -> bool:
+        """Update a record the caller holds the lease of; with `notify`, its outbox rows too."""
         fields.setdefault("updated_at", time.time())
-        assignments = ", ".join(f"{name} = %s" for name in fields)
+        assignments = ", ".join(f"{name} = %s" for name in fields) + (
+            ", version = version + 1" if notify else ""
+        )
         values = [column_value(name, value) for name, value in fields.items()]
         if lease_owner is None:
             sql, params = f"UPDATE claims SET {assignments} WHERE id = %s", (*values, record_id)
         else:
             sql = f"UPDATE claims SET {assignments} WHERE id = %s AND lease_owner = %s"
             params = (*values, record_id, lease_owner)
-        return self._run(lambda db: db.execute(sql, params).rowcount == 1)
+        if not notify:
+            return self._run(lambda db: db.execute(sql, params).rowcount == 1)
+        outbox = OUTBOX_INSERT.format(new_id=NEW_ID["postgresql"]).replace("?", "%s")
+
+        def change_and_outbox(db: psycopg.Connection[Any]) -> bool:
+            changed = db.execute(sql, params).rowcount == 1
+            if changed:
+                db.execute(outbox, outbox_params(record_id, fields["updated_at"]))
+            return changed
+
+        return self._transaction(change_and_outbox)
 
     def lease_due(self, now: float, lease_s: float, owner: str, limit: int) -> list[ClaimRecord]:
         """One statement: the due claims no other forwarder holds, leased to `owner`."""

@@ -58,6 +58,8 @@ class ClaimRecord:
     last_error: str | None = None
     #: The OpenHIM transaction that brought the claim first (for operators).
     openhim_tx_id: str | None = None
+    #: How many times the claim's answer changed after the first one (notifications carry it).
+    version: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -95,6 +97,7 @@ COLUMNS = (
     "response_body",
     "last_error",
     "openhim_tx_id",
+    "version",
 )
 
 

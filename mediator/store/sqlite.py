@@ -36,6 +36,8 @@ from pathlib import Path
 from typing import Any
 
 from mediator.store.group_commit import GroupCommit
+from mediator.store.notifications import NEW_ID, OUTBOX_INSERT, NotificationTables, outbox_params
+from mediator.store.notifications import SCHEMA as NOTIFICATION_SCHEMA
 from mediator.store.records import (
     COLUMNS,
     FINISHED_STATES,
@@ -72,6 +74,7 @@ CREATE TABLE IF NOT EXISTS claims (
     response_body TEXT,
     last_error TEXT,
     openhim_tx_id TEXT,
+    version INTEGER NOT NULL DEFAULT 0,
     UNIQUE (claim_code, facility)
 );
 -- OpenHIM transactions answered 202 for a claim: each gets the final result once it is known.
@@ -124,7 +127,11 @@ class SqliteClaimStore:
             (mode,) = db.execute("PRAGMA journal_mode=WAL").fetchone()
             if mode != "wal":
                 raise sqlite3.OperationalError(f"claim store {self.path}: journal mode {mode}, not wal")
-            db.executescript(_SCHEMA)
+            columns = {row[1] for row in db.execute("PRAGMA table_info(claims)")}
+            if columns and "version" not in columns:  # a store of before notifications
+                db.execute("ALTER TABLE claims ADD COLUMN version INTEGER NOT NULL DEFAULT 0")
+            db.executescript(_SCHEMA + NOTIFICATION_SCHEMA)
+        self.notifications = NotificationTables(self._read_rows, self._transaction)
         os.chmod(self.path, 0o600)  # claims carry personal health data
 
     @contextmanager
@@ -292,9 +299,11 @@ class SqliteClaimStore:
 
         return self._batches().run(insert)
 
-    def finish(self, record_id: str, lease_owner: str | None, **fields: Any) -> bool:
+    def finish(self, record_id: str, lease_owner: str | None, notify: bool = False, **fields: Any) -> bool:
         fields.setdefault("updated_at", time.time())
-        assignments = ", ".join(f"{name} = ?" for name in fields)
+        assignments = ", ".join(f"{name} = ?" for name in fields) + (
+            ", version = version + 1" if notify else ""
+        )
         values = [column_value(name, value) for name, value in fields.items()]
         if lease_owner is None:
             sql, params = f"UPDATE claims SET {assignments} WHERE id = ?", (*values, record_id)
@@ -302,7 +311,44 @@ class SqliteClaimStore:
             sql = f"UPDATE claims SET {assignments} WHERE id = ? AND lease_owner = ?"
             params = (*values, record_id, lease_owner)
         held = fields.get("state") == ClaimState.QUEUED  # answered 202: in the mediator's custody
-        return self._batches().run(lambda db: db.execute(sql, params).rowcount == 1, durable=held)
+        if not notify:
+            return self._batches().run(lambda db: db.execute(sql, params).rowcount == 1, durable=held)
+        outbox = OUTBOX_INSERT.format(new_id=NEW_ID["sqlite"])
+
+        def change_and_outbox(db: sqlite3.Connection) -> bool:
+            """The answer's change and its notifications: one savepoint, so one commit."""
+            db.execute("SAVEPOINT finish_notify")
+            try:
+                changed = db.execute(sql, params).rowcount == 1
+                if changed:
+                    db.execute(outbox, outbox_params(record_id, fields["updated_at"]))
+            except BaseException:
+                if db.in_transaction:
+                    db.execute("ROLLBACK TO finish_notify")
+                    db.execute("RELEASE finish_notify")
+                raise
+            db.execute("RELEASE finish_notify")
+            return changed
+
+        # Durable: a notification is a promise only the mediator can keep.
+        return self._batches().run(change_and_outbox, durable=True)
+
+    # -- subscriptions and notifications (mediator.store.notifications) -----------------------
+
+    def _read_rows(self, sql: str, params: tuple[Any, ...]) -> list[Any]:
+        return self._connection().execute(sql, params).fetchall()
+
+    def _transaction(self, work: Any) -> Any:
+        with self._writing():
+            db = self._connection()
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                result = work(db.execute)
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+            return result
 
     def lease_due(self, now: float, lease_s: float, owner: str, limit: int) -> list[ClaimRecord]:
         with self._writing():
