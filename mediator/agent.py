@@ -17,6 +17,7 @@ import time
 from typing import Any
 
 from mediator.forwarder import Forwarder
+from mediator.notifications.delivery import Notifier
 from mediator.openhim.api import OpenHimApi
 from mediator.openhim.live_config import (
     CONSOLE_CONFIG_FILE,
@@ -155,6 +156,8 @@ def run_agent(settings: Settings) -> int:
     forwarder = Forwarder(runtime, api)
     forwarding = threading.Thread(target=forwarder.run, args=(stop,), name="forwarder", daemon=True)
     forwarding.start()
+    notifier = Notifier(runtime)
+    threading.Thread(target=notifier.run, args=(stop,), name="notifier", daemon=True).start()
     refresher = CatalogueRefresher(lambda: runtime.settings, lambda: runtime.openimis, state)
     threading.Thread(target=refresher.run, args=(stop,), name="catalogue", daemon=True).start()
     if api is not None:

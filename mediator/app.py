@@ -12,6 +12,7 @@ from mediator.web.claims_api import claims
 from mediator.web.eligibility_api import eligibility
 from mediator.web.fhir_api import fhir
 from mediator.web.operations import operations
+from mediator.web.subscriptions_api import subscription_routes
 
 
 def create_app(settings: Settings | None = None, runtime: MediatorRuntime | None = None) -> Flask:
@@ -28,4 +29,5 @@ def create_app(settings: Settings | None = None, runtime: MediatorRuntime | None
     app.register_blueprint(fhir)
     app.register_blueprint(claims)
     app.register_blueprint(eligibility)
+    app.register_blueprint(subscription_routes)
     return app

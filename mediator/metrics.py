@@ -36,6 +36,9 @@ UPSTREAM_CALLS = Histogram(
     ["method", "resource", "result"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
 )
+NOTIFICATIONS = Counter(
+    "mediator_notifications_total", "Deliveries to facilities' subscription endpoints, by result", ["result"]
+)
 LEASE_TAKEOVERS = Counter(
     "mediator_claim_lease_takeovers_total",
     "Claims in flight taken over by a forwarder because their sender's lease expired (a dead worker or replica)",

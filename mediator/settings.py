@@ -96,6 +96,13 @@ class Settings:
     forward_poll_interval: float
     adjudication_poll_interval: float = field(metadata=console("adjudicationPollInterval"))
 
+    subscription_endpoint_allowlist: str = field(metadata=console("subscriptionEndpointAllowlist"))
+    notification_backoff_initial: float = field(metadata=console("notificationBackoffInitial"))
+    notification_backoff_max: float = field(metadata=console("notificationBackoffMax"))
+    notification_max_failures: int = field(metadata=console("notificationMaxFailures"))
+    notification_timeout: float
+    adjudication_follow_days: float = field(metadata=console("adjudicationFollowDays"))
+
     master_data_cache_enabled: bool = field(metadata=console("masterDataCacheEnabled"))
     master_data_refresh_interval: float = field(metadata=console("masterDataRefreshInterval"))
     master_data_full_refresh_interval: float = field(metadata=console("masterDataFullRefreshInterval"))

@@ -66,7 +66,7 @@ FROM subscriptions s JOIN claims c ON c.id = ?
 WHERE s.status IN ('active', 'error') AND (s.end_at IS NULL OR s.end_at > ?)
   AND (s.claim_code IS NULL OR s.claim_code = c.claim_code)
   AND (s.facility IS NULL OR lower(s.facility) = lower(c.facility))
-  AND (s.outcome IS NULL OR s.outcome = c.outcome)
+  AND (s.outcome IS NULL OR s.outcome = c.outcome OR (s.outcome = 'negative' AND c.outcome = 'invalid'))
 """
 NEW_ID = {
     "sqlite": "lower(hex(randomblob(16)))",

@@ -194,11 +194,15 @@ class ClaimSubmission:
             if record.state == ClaimState.UNCONFIRMED:
                 # Never submitted again: only looked up, until it shows as this facility's.
                 found = self._look_up_upstream(client, record, recorder)
-                return self._record_classified(record, found) if found else self._hold_unconfirmed(record)
+                return (
+                    self._record_classified(record, found, notify=not first_attempt)
+                    if found
+                    else self._hold_unconfirmed(record)
+                )
             if not first_attempt and record.attempts > 0:
                 found = self._look_up_upstream(client, record, recorder)
                 if found is not None:
-                    return self._record_classified(record, found)
+                    return self._record_classified(record, found, notify=not first_attempt)
             payload = record.payload
             claim = payload["claim"]
             if payload.get("patient_chfid"):
@@ -213,6 +217,7 @@ class ClaimSubmission:
                                 ["Claim.patient"],
                             )
                         ],
+                        notify=not first_attempt,
                     )
                 claim = with_patient_uuid(_normalised(payload), patient_uuid)
             if not first_attempt and not self._settle(
@@ -223,8 +228,10 @@ class ClaimSubmission:
                 return self.recorded_answer(current)
             response = client.post("Claim/", compact_json_bytes(claim), recorder, "openIMIS claim submit")
             if response.ok:
-                return self._record_classified(record, self._claim_response(response))
-            return self._upstream_refusal(client, record, response, recorder)
+                return self._record_classified(
+                    record, self._claim_response(response), notify=not first_attempt
+                )
+            return self._upstream_refusal(client, record, response, recorder, notify=not first_attempt)
         except OpenImisError as exc:
             retry_after = exc.retry_after if isinstance(exc, OpenImisRateLimited) else None
             return self._hold(record, f"{exc.public_message}: {exc}", retry_after)
@@ -242,6 +249,7 @@ class ClaimSubmission:
         record: ClaimRecord,
         response: UpstreamResponse,
         recorder: OrchestrationRecorder,
+        notify: bool = False,
     ) -> ClaimAnswer:
         messages = response.outcome_messages()
         text = " ".join(messages)
@@ -249,7 +257,7 @@ class ClaimSubmission:
             # Ours from an earlier attempt whose answer was lost, most likely: read it back.
             found = self._look_up_upstream(client, record, recorder)
             if found is not None:
-                return self._record_classified(record, found)
+                return self._record_classified(record, found, notify=notify)
             return self._hold_unconfirmed(record)
         is_claim_error = (
             messages
@@ -265,7 +273,7 @@ class ClaimSubmission:
                 Issue("business-rule", f"openIMIS refused the claim: {r.text}", [r.expression])
                 for r in refusals(messages)
             ]
-            return self._record_invalid(record, issues)
+            return self._record_invalid(record, issues, notify=notify)
         return self._hold(record, f"openIMIS answered {response.status}")
 
     def _look_up_upstream(
@@ -337,6 +345,7 @@ class ClaimSubmission:
         self._settle(
             record,
             None,
+            True,  # adjudicated: the facility was told "queued" before
             state=ClaimState.DONE,
             outcome=str(classified.outcome),
             response_status=HTTP_STATUS[classified.outcome],
@@ -347,7 +356,10 @@ class ClaimSubmission:
 
     # -- recording outcomes ----------------------------------------------------------------
 
-    def _record_classified(self, record: ClaimRecord, claim_response: dict[str, Any]) -> ClaimAnswer:
+    def _record_classified(
+        self, record: ClaimRecord, claim_response: dict[str, Any], notify: bool = False
+    ) -> ClaimAnswer:
+        """Record openIMIS's answer; `notify`: the facility was answered before, tell subscribers."""
         classified = classify(claim_response, _item_refs(record.payload))
         openimis_id = openimis_uuid(claim_response) or record.openimis_id
         body = classified.claim_response
@@ -359,6 +371,7 @@ class ClaimSubmission:
         self._settle(
             record,
             record.lease_owner,
+            notify,
             state=state,
             openimis_id=openimis_id,
             outcome=str(classified.outcome),
@@ -370,11 +383,12 @@ class ClaimSubmission:
         )
         return self._answer(record, body, classified)
 
-    def _record_invalid(self, record: ClaimRecord, issues: list[Issue]) -> ClaimAnswer:
+    def _record_invalid(self, record: ClaimRecord, issues: list[Issue], notify: bool = False) -> ClaimAnswer:
         outcome = operation_outcome(issues)
         self._settle(
             record,
             record.lease_owner,
+            notify,
             state=ClaimState.INVALID,
             outcome="invalid",
             response_status=422,
@@ -433,10 +447,12 @@ class ClaimSubmission:
         log.error("claim held for an operator", extra={"claim_code": record.claim_code, "reason": reason})
         return self.recorded_answer(record)
 
-    def _settle(self, record: ClaimRecord, lease_owner: str | None, **fields: Any) -> bool:
+    def _settle(
+        self, record: ClaimRecord, lease_owner: str | None, notify: bool = False, **fields: Any
+    ) -> bool:
         """Record a result durably, and on the record the caller goes on with; False if the
         caller's lease was lost (the record was left as another sender has it)."""
-        if not self.store.finish(record.id, lease_owner, **fields):
+        if not self.store.finish(record.id, lease_owner, notify=notify, **fields):
             return False
         for name, value in fields.items():
             setattr(record, name, value)
