@@ -178,3 +178,19 @@ def test_a_deleted_subscription_hears_nothing_and_a_foreign_endpoint_is_refused(
     assert refused.status_code == 422 and refused.json()["issue"][0]["expression"] == [
         "Subscription.criteria"
     ]
+
+
+def test_a_positive_claim_is_followed_and_notified_again_when_valuated(notifying_mediator, sandbox, receiver):
+    claim_code = code()
+    answer = submit(notifying_mediator, make_claim(claim_code))
+    assert answer.status_code == 201 and answer.json()["outcome"] == "partial", "checked: not final yet"
+    subscribe(notifying_mediator, receiver, f"ClaimResponse?identifier={claim_code}")
+    adjudicate(sandbox, claim_code, "valuated")
+    [note] = wait_until(lambda: receiver.for_claim(claim_code), timeout=30)
+    valuated = note.json()
+    assert valuated["outcome"] == "complete" and valuated["id"] == answer.json()["id"]
+    assert "benefit" in {t["category"]["coding"][0]["code"] for t in valuated["total"]}
+    polled = requests.get(
+        f"{notifying_mediator.url}/fhir/ClaimResponse/{answer.json()['id']}", timeout=10
+    ).json()
+    assert polled["outcome"] == "complete" and polled["meta"]["tag"][0]["code"] == "positive"

@@ -39,6 +39,7 @@ from mediator.transactions.claims.classification import (
     HTTP_STATUS,
     OPENHIM_STATUS,
     OUTCOME_TAG_SYSTEM,
+    VALUATED,
     ClaimOutcome,
     ClassifiedResponse,
     classify,
@@ -340,19 +341,34 @@ class ClaimSubmission:
         classified = classify(upstream, _item_refs(record.payload))
         body = classified.claim_response
         body["id"] = record.public_id
-        if classified.outcome == ClaimOutcome.QUEUED:
-            return body
+        follow = self._to_follow(record, classified)
+        changed = _status_of(record) != classified.openimis_status
+        if follow and not changed:
+            return body  # nothing new: still entered, or still checked/processed
         self._settle(
             record,
             None,
-            True,  # adjudicated: the facility was told "queued" before
-            state=ClaimState.DONE,
+            changed,  # a new answer: the facility was answered before, subscribers are told
+            state=ClaimState.AWAITING_ADJUDICATION if follow else ClaimState.DONE,
             outcome=str(classified.outcome),
             response_status=HTTP_STATUS[classified.outcome],
             response_body=compact_json(body),
             lease_until=0,
         )
         return body
+
+    def _to_follow(self, record: ClaimRecord, classified: ClassifiedResponse) -> bool:
+        """Whether openIMIS may still change this answer and the mediator should ask again:
+        entered (queued), or accepted but not valuated yet (checked, processed), within the
+        follow-up horizon (`ADJUDICATION_FOLLOW_DAYS`; queued claims are followed regardless)."""
+        if classified.outcome == ClaimOutcome.QUEUED:
+            return True
+        horizon = record.created_at + self._settings().adjudication_follow_days * 86400
+        return (
+            classified.outcome == ClaimOutcome.POSITIVE
+            and classified.openimis_status < VALUATED
+            and self._clock() < horizon
+        )
 
     # -- recording outcomes ----------------------------------------------------------------
 
@@ -365,9 +381,7 @@ class ClaimSubmission:
         body = classified.claim_response
         body["id"] = record.public_id
         settings = self._settings()
-        state = (
-            ClaimState.AWAITING_ADJUDICATION if classified.outcome == ClaimOutcome.QUEUED else ClaimState.DONE
-        )
+        state = ClaimState.AWAITING_ADJUDICATION if self._to_follow(record, classified) else ClaimState.DONE
         self._settle(
             record,
             record.lease_owner,
@@ -565,6 +579,16 @@ def _properties(record: ClaimRecord, body: dict[str, Any] | None) -> dict[str, A
         "claim_response_id": record.public_id,
         **({"disposition": body.get("disposition")} if body and body.get("disposition") else {}),
     }
+
+
+def _status_of(record: ClaimRecord) -> int | None:
+    """The openIMIS claim status of the recorded answer (its highest claim-status adjudication)."""
+    if not record.response_body:
+        return None
+    try:
+        return classify(json.loads(record.response_body)).openimis_status
+    except (ValueError, KeyError, TypeError):
+        return None
 
 
 def _normalised(payload: dict[str, Any]) -> NormalisedClaim:
