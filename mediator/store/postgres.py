@@ -254,7 +254,8 @@ class PostgresClaimStore:
         rows = self._run(
             lambda db: db.execute(
                 f"SELECT {', '.join('c.' + c for c in _COLUMNS)}, p.transaction_id FROM pending_reports p "
-                "JOIN claims c ON c.id = p.claim_id WHERE c.state = ANY(%s) LIMIT %s",
+                "JOIN claims c ON c.id = p.claim_id WHERE (c.state = ANY(%s) OR "
+                "(c.state = 'awaiting-adjudication' AND c.outcome = 'positive')) LIMIT %s",
                 (list(_FINISHED), limit),
             ).fetchall()
         )

@@ -54,6 +54,12 @@ from mediator.store.records import (
 _IS_OPEN = f"state IN ({', '.join(repr(str(s)) for s in OPEN_STATES)})"
 _IS_FINISHED = f"state IN ({', '.join(repr(str(s)) for s in FINISHED_STATES)})"
 
+#: A claim whose answer an OpenHIM transaction waiting for it gets: final, or positive and still
+#: followed (accepted, not valuated yet: for OpenHIM the transaction is Successful).
+_ANSWERED = (
+    "(c.state IN ('done', 'invalid') OR (c.state = 'awaiting-adjudication' AND c.outcome = 'positive'))"
+)
+
 _SCHEMA_TEMPLATE = """
 CREATE TABLE IF NOT EXISTS claims (
     id TEXT PRIMARY KEY,
@@ -279,8 +285,8 @@ class SqliteClaimStore:
             self._connection()
             .execute(
                 f"SELECT {', '.join('c.' + c for c in _COLUMNS)}, p.transaction_id FROM pending_reports p "
-                "CROSS JOIN claims c ON c.id = p.claim_id WHERE c.state IN (?, ?) LIMIT ?",
-                (*FINISHED_STATES, limit),
+                f"CROSS JOIN claims c ON c.id = p.claim_id WHERE {_ANSWERED} LIMIT ?",
+                (limit,),
             )
             .fetchall()
         )

@@ -172,3 +172,13 @@ def test_records_survive_reopening(open_store):
     open_store().intake(record(openimis_id="up-1"))
     reopened = open_store()
     assert reopened.get("up-1").claim_code == "C1"
+
+
+def test_a_positive_answer_still_followed_is_reported_a_queued_one_is_not(store):
+    followed = record("F1", state=ClaimState.QUEUED)
+    store.intake(followed)
+    store.await_report(followed.id, "tx-f1")
+    store.finish(followed.id, None, state=ClaimState.AWAITING_ADJUDICATION, outcome="queued")
+    assert store.due_reports(10) == [], "entered: still Processing for OpenHIM"
+    store.finish(followed.id, None, outcome="positive")  # checked: followed until valuated
+    assert [tx for _, tx in store.due_reports(10)] == ["tx-f1"]

@@ -18,8 +18,9 @@ from mediator.openimis.client import OpenImisClient
 from mediator.openimis.quirks import searchset
 from mediator.openimis.reads import read_resource
 from mediator.store import ClaimRecord, ClaimState
+from mediator.transactions.claims.answers import held_claim_response
 from mediator.transactions.claims.classification import classify
-from mediator.transactions.claims.submission import ClaimSubmission, held_claim_response
+from mediator.transactions.claims.submission import ClaimSubmission
 
 
 def read(
