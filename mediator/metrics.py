@@ -86,6 +86,12 @@ class _QueueCollector:
                 "Claims openIMIS holds by code but shows as another facility's (for an operator)",
             ),
             ("mediator_oldest_held_claim_seconds", "oldest_queued_age_s", "Age of the oldest held claim"),
+            ("mediator_notifications_pending", "notifications_pending", "Notifications not delivered yet"),
+            (
+                "mediator_subscriptions_in_error",
+                "subscriptions_in_error",
+                "Subscriptions stopped by failed deliveries",
+            ),
         ):
             yield GaugeMetricFamily(name, help_text, value=float(status.get(key) or 0))
 

@@ -1,5 +1,5 @@
-"""Operator commands: `queue list|show|retry` (the durable claim queue), `store migrate` and `cache status|refresh`
-(the services/items copy)."""
+"""Operator commands: `queue list|show|retry` (the durable claim queue), `notifications
+list|show|retry` (the outbox), `store migrate` and `cache status|refresh` (the services/items copy)."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from mediator.store import (
     StoreUnavailable,
     open_claim_store,
 )
+from mediator.store.notifications import ERROR
 from mediator.transactions.catalogue import CATALOGUE_FILE, RESOURCE_TYPES, request_refresh
 
 
@@ -96,6 +97,42 @@ def _when(ts: float) -> str:
 
 def _age(seconds: float | None) -> str:
     return "-" if seconds is None else f"{seconds:.0f} s"
+
+
+def run_notification_command(settings: Settings, command: str, key: str | None) -> int:
+    """`notifications list|show|retry`: what was told to facilities, what waits, what failed."""
+    tables = open_claim_store(settings).notifications
+    if command == "list":
+        stats = tables.notification_stats()
+        print(
+            f"pending: {stats.pending}  delivered: {stats.delivered}  subscriptions active: "
+            f"{stats.subscriptions_active}  in error: {stats.subscriptions_in_error}"
+        )
+        for sub in tables.subscriptions(ERROR):
+            print(f"subscription {sub.id} in error: {sub.error}")
+        for note in tables.notifications(None, 100):
+            print(
+                f"{note.id}  {note.state:<9} subscription={note.subscription_id} claim={note.claim_id} "
+                f"v{note.claim_version} attempts={note.attempts} error={note.last_error or '-'}"
+            )
+        return 0
+    note = tables.notification(key or "")
+    if note is None:
+        print(f"no notification {key!r}", file=sys.stderr)
+        return 1
+    if command == "show":
+        shown = {
+            **vars(note),
+            "created_at": _when(note.created_at),
+            "next_attempt_at": _when(note.next_attempt_at),
+        }
+        print(json.dumps(shown, indent=2, default=str))
+        return 0
+    if not tables.retry_notification(note.id):
+        print(f"{key!r} is not pending (state: {note.state})", file=sys.stderr)
+        return 1
+    print(f"{key}: due now; the agent sends it within {settings.forward_poll_interval:g} s")
+    return 0
 
 
 def run_store_command(settings: Settings, source: str | None) -> int:

@@ -122,6 +122,7 @@ class MediatorRuntime:
     def queue_status(self) -> dict[str, Any]:
         try:
             stats = self.store.stats(time.time())
+            notes = self.store.notifications.notification_stats()
         except StoreUnavailable as exc:
             return {"store": "unreachable", "error": str(exc)}
         return {
@@ -131,6 +132,10 @@ class MediatorRuntime:
             "last_forwarding_error": stats.last_error,
             "awaiting_adjudication": stats.awaiting_adjudication,
             "unconfirmed_for_an_operator": stats.unconfirmed,
+            "notifications_pending": notes.pending,
+            "notifications_delivered": notes.delivered,
+            "subscriptions_active": notes.subscriptions_active,
+            "subscriptions_in_error": notes.subscriptions_in_error,
             "finished_records": stats.finished,
         }
 

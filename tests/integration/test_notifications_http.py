@@ -7,6 +7,10 @@ facility's endpoint.
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
 import uuid
 
 import pytest
@@ -194,3 +198,45 @@ def test_a_positive_claim_is_followed_and_notified_again_when_valuated(notifying
         f"{notifying_mediator.url}/fhir/ClaimResponse/{answer.json()['id']}", timeout=10
     ).json()
     assert polled["outcome"] == "complete" and polled["meta"]["tag"][0]["code"] == "positive"
+
+
+def test_a_notification_due_when_the_mediator_is_killed_is_delivered_after_the_restart(
+    sandbox, receiver, tmp_path
+):
+    port = free_port()
+    env = {
+        "MEDIATOR_PORT": str(port),
+        "MEDIATOR_PUBLIC_URL": f"http://127.0.0.1:{port}",
+        "OPENIMIS_URL": sandbox.url,
+        "MEDIATOR_STATE_DIR": str(tmp_path / "state"),
+        "MASTER_DATA_CACHE_ENABLED": "false",
+        "SUBSCRIPTION_ENDPOINT_ALLOWLIST": receiver.url + "/",
+        "FORWARD_POLL_INTERVAL": "0.2",
+        "ADJUDICATION_POLL_INTERVAL": "0.5",
+        "NOTIFICATION_BACKOFF_INITIAL": "0.3",
+        "NOTIFICATION_BACKOFF_MAX": "0.5",
+        "NOTIFICATION_MAX_FAILURES": "1000",
+    }
+    claim_code = code("Q-")
+    receiver.fail_next = 10_000  # the facility's endpoint is down
+    with running_mediator(env) as mediator:
+        subscribe(mediator, receiver, f"ClaimResponse?identifier={claim_code}")
+        assert submit(mediator, make_claim(claim_code)).status_code == 202
+        adjudicate(sandbox, claim_code)
+        wait_until(lambda: len(receiver.for_claim(claim_code)) >= 2, timeout=30)  # tried, failed, due again
+        os.killpg(mediator.process.pid, signal.SIGKILL)
+        mediator.process.wait()
+    receiver.fail_next = 0
+    tried = len(receiver.for_claim(claim_code))
+    with running_mediator(env) as restarted:
+        wait_until(lambda: len(receiver.for_claim(claim_code)) > tried, timeout=30)
+        listing = subprocess.run(
+            [sys.executable, "-m", "mediator", "notifications", "list"],
+            env={**os.environ, **restarted.env},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert listing.returncode == 0 and "delivered: 1" in listing.stdout, listing.stdout + listing.stderr
+    ids = {r.headers["X-Notification-Id"] for r in receiver.for_claim(claim_code)}
+    assert len(ids) == 1, "one notification, delivered at least once"
