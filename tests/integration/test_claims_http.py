@@ -496,3 +496,18 @@ def test_pathological_json_is_a_client_error_not_a_500(mediator, body):
     answer = requests.post(mediator.url + "/fhir/Claim", data=body, headers=FHIR, timeout=10)
     assert answer.status_code in (400, 422)
     assert answer.json()["resourceType"] == "OperationOutcome"
+
+
+def test_the_claim_a_claim_response_points_at_is_the_claim_as_sent(mediator, clean_sandbox):
+    claim = make_claim(code())
+    claim["item"][0]["category"] = {"coding": [{"code": "service"}]}  # as sent: openIMIS needs text
+    answer = submit(mediator, claim).json()
+    assert answer["request"]["reference"] == f"Claim/{answer['id']}"
+    read = requests.get(f"{mediator.url}/fhir/{answer['request']['reference']}", timeout=10)
+    assert read.status_code == 200
+    sent_back = read.json()
+    assert sent_back["id"] == answer["id"] and sent_back["identifier"] == claim["identifier"]
+    assert sent_back["item"][0]["category"] == {"coding": [{"code": "service"}]}, (
+        "as received, not as normalised"
+    )
+    assert requests.get(f"{mediator.url}/fhir/Claim/no-such-claim", timeout=10).status_code == 404

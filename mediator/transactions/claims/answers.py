@@ -107,6 +107,14 @@ class ClaimAnswers:
         return {"Location": f"{self._settings().public_base_url}/ClaimResponse/{record.public_id}"}
 
 
+def as_ours(body: dict[str, Any], record: ClaimRecord) -> dict[str, Any]:
+    """One claim, one id: the ClaimResponse's id and its `request` (`GET /fhir/Claim/<id>`) are
+    the mediator's, from the first answer on; openIMIS's UUID stays among the identifiers."""
+    body["id"] = record.public_id
+    body["request"] = {**body.get("request", {"type": "Claim"}), "reference": f"Claim/{record.public_id}"}
+    return body
+
+
 def held_claim_response(record: ClaimRecord, reason: str) -> dict[str, Any]:
     """A ClaimResponse for a claim the mediator holds: queued, with an id the facility can poll."""
     claim = record.payload["claim"]
@@ -126,6 +134,7 @@ def held_claim_response(record: ClaimRecord, reason: str) -> dict[str, Any]:
         "created": iso_now()[:10],
         "insurer": {"reference": "openIMIS"},
         "requestor": claim.get("enterer") or claim.get("provider"),
+        "request": {"reference": f"Claim/{record.public_id}", "type": "Claim"},
         "outcome": "queued",
         "disposition": (
             "Claim received and held by the mediator; it will be forwarded to openIMIS automatically "

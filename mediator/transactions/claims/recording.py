@@ -23,7 +23,7 @@ from mediator.openimis.identifiers import openimis_uuid
 from mediator.openimis.reads import read_resource
 from mediator.settings import Settings
 from mediator.store import ClaimRecord, ClaimState, ClaimStore
-from mediator.transactions.claims.answers import ClaimAnswer, ClaimAnswers, held_claim_response
+from mediator.transactions.claims.answers import ClaimAnswer, ClaimAnswers, as_ours, held_claim_response
 from mediator.transactions.claims.classification import (
     HTTP_STATUS,
     VALUATED,
@@ -66,7 +66,7 @@ class OutcomeRecording(ClaimAnswers):
             return None
         classified = classify(upstream, item_refs(record.payload))
         body = classified.claim_response
-        body["id"] = record.public_id
+        as_ours(body, record)
         follow = self._to_follow(record, classified)
         changed = _status_of(record) != classified.openimis_status
         if follow and not changed:
@@ -105,7 +105,7 @@ class OutcomeRecording(ClaimAnswers):
         classified = classify(claim_response, item_refs(record.payload))
         openimis_id = openimis_uuid(claim_response) or record.openimis_id
         body = classified.claim_response
-        body["id"] = record.public_id
+        as_ours(body, record)
         settings = self._settings()
         state = ClaimState.AWAITING_ADJUDICATION if self._to_follow(record, classified) else ClaimState.DONE
         self._settle(

@@ -113,6 +113,7 @@ class ClaimSubmission(OutcomeRecording):
             content_hash=content_hash(canon),
             state=ClaimState.SENDING,
             payload={
+                "received": claim,  # answered as it came by GET /fhir/Claim/<id>
                 "claim": normalised.claim,
                 "patient_chfid": normalised.patient_chfid,
                 "item_refs": [ref.__dict__ for ref in normalised.item_refs],
