@@ -20,6 +20,9 @@ def create_app(settings: Settings | None = None, runtime: MediatorRuntime | None
     app = Flask("mediator")
     app.config["MAX_CONTENT_LENGTH"] = settings.mediator_max_body_bytes
     app.json.sort_keys = False  # type: ignore[attr-defined]
+    # `/fhir//Claim` would be redirected (308, an HTML page, to a URL built from the Host header
+    # OpenHIM sent): an empty path segment is a 404 OperationOutcome instead.
+    app.url_map.merge_slashes = False
     rt = runtime or MediatorRuntime(settings)
     app.extensions["mediator"] = rt
     transaction.install(app, lambda: rt.settings.mediator_urn)

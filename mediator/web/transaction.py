@@ -102,6 +102,8 @@ def install(app: Flask, urn_of: Any) -> None:
         limit = app.config["MAX_CONTENT_LENGTH"]
         if req.content_length is not None and req.content_length > limit:
             raise RequestEntityTooLarge()  # refused before anything reads the body
+        if req.query_string:
+            _require_utf8_query(req.query_string)
         if req.path.startswith("/fhir"):
             format_param = req.args.get("_format") if req.query_string else None
             if not accepts_fhir_json(req.headers.get("Accept"), format_param):
@@ -148,7 +150,8 @@ def install(app: Flask, urn_of: Any) -> None:
     def http_error(exc: HTTPException) -> Response:
         status = exc.code or 500
         message = {
-            404: f"no such resource or operation: {request.path}",
+            404: f"no such resource or operation: {request.path}"
+            + (" (an empty path segment: check the base URL)" if "//" in request.path else ""),
             405: f"{request.method} is not supported on {request.path}",
             413: f"the body exceeds the limit of {app.config.get('MAX_CONTENT_LENGTH')} bytes",
         }.get(status, exc.description or exc.name)
@@ -207,6 +210,29 @@ def _bound(proxy: Any) -> Any:
     """The object behind a Flask context proxy: each attribute read through the proxy costs
     a context lookup, and a request's hooks read a dozen."""
     return proxy._get_current_object()
+
+
+def _require_utf8_query(query: bytes) -> None:
+    """Raw bytes that are not UTF-8 in the query string: werkzeug fails to decode them when a
+    parameter is first read (a 500); the client is told which parameter to percent-encode."""
+    if _decodes(query):
+        return
+    bad = next(part for part in query.split(b"&") if not _decodes(part))
+    name = bad.split(b"=", 1)[0]
+    raise FhirError.of(
+        400,
+        "invalid",
+        "the query string holds bytes that are not UTF-8: percent-encode them (%XX)",
+        [name.decode()] if _decodes(name) and name else [],
+    )
+
+
+def _decodes(text: bytes) -> bool:
+    try:
+        text.decode()
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def _read_unread_body(req: Request, limit: int) -> None:

@@ -1,0 +1,83 @@
+"""Requests a facility system should not send, on raw sockets to the real gunicorn-served
+mediator: whatever arrives, the answer is a FHIR OperationOutcome, never an HTML page or a 500."""
+
+from __future__ import annotations
+
+import json
+import socket
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+import pytest
+
+
+@dataclass
+class RawAnswer:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+    def outcome(self) -> dict:
+        assert self.headers["content-type"].startswith("application/fhir+json"), self
+        resource = json.loads(self.body)
+        assert resource["resourceType"] == "OperationOutcome"
+        return resource
+
+
+def send_raw(mediator, data: bytes) -> RawAnswer:
+    """Send bytes as they are (no client library to escape or refuse them) and read one answer."""
+    address = urlsplit(mediator.url)
+    with socket.create_connection((address.hostname, address.port), timeout=10) as conn:
+        conn.sendall(data)
+        received = b""
+        while b"\r\n\r\n" not in received:
+            chunk = conn.recv(65536)
+            assert chunk, f"connection closed without an answer: {received!r}"
+            received += chunk
+        head, body = received.split(b"\r\n\r\n", 1)
+        status_line, *header_lines = head.decode("latin-1").split("\r\n")
+        headers = {k.strip().lower(): v.strip() for k, v in (h.split(":", 1) for h in header_lines)}
+        length = int(headers.get("content-length", 0))
+        while len(body) < length:
+            chunk = conn.recv(65536)
+            if not chunk:
+                break
+            body += chunk
+    return RawAnswer(int(status_line.split()[1]), headers, body[:length])
+
+
+def request(method: str, target: bytes, *headers: bytes, body: bytes = b"") -> bytes:
+    lines = [
+        method.encode() + b" " + target + b" HTTP/1.1",
+        b"Host: mediator",
+        *headers,
+        b"Connection: close",
+    ]
+    return b"\r\n".join(lines) + b"\r\n\r\n" + body
+
+
+def test_raw_bytes_that_are_not_utf8_in_a_query_string_are_a_400_naming_the_parameter(mediator):
+    answer = send_raw(mediator, request("GET", b"/fhir/Patient?identifier=\xff"))
+    assert answer.status == 400
+    (issue,) = answer.outcome()["issue"]
+    assert issue["code"] == "invalid" and issue["expression"] == ["identifier"]
+    assert "UTF-8" in issue["diagnostics"]
+    assert "Traceback" not in mediator.log()
+
+
+@pytest.mark.parametrize("method", ["GET", "POST"])
+def test_an_empty_path_segment_is_a_404_outcome_not_an_html_redirect(mediator, method):
+    body = b'{"resourceType": "Claim"}'
+    answer = send_raw(
+        mediator,
+        request(
+            method,
+            b"/fhir//Claim",
+            b"Content-Type: application/fhir+json",
+            b"Content-Length: %d" % len(body),
+            body=body,
+        ),
+    )
+    assert answer.status == 404 and "location" not in answer.headers
+    (issue,) = answer.outcome()["issue"]
+    assert issue["code"] == "not-found" and "empty path segment" in issue["diagnostics"]
