@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -246,6 +247,9 @@ def _read_unread_body(req: Request, limit: int) -> None:
     length = req.content_length
     if length and length <= limit:
         req.stream.exhaust()
+    elif length is None and req.headers.get("Transfer-Encoding"):
+        with suppress(RequestEntityTooLarge):
+            _ = req.stream  # a streamed body is read (to the limit) when its stream is first used
 
 
 def _enveloped(response: Response, ctx: TransactionContext, status: TransactionStatus, urn: str) -> Response:

@@ -81,3 +81,44 @@ def test_an_empty_path_segment_is_a_404_outcome_not_an_html_redirect(mediator, m
     assert answer.status == 404 and "location" not in answer.headers
     (issue,) = answer.outcome()["issue"]
     assert issue["code"] == "not-found" and "empty path segment" in issue["diagnostics"]
+
+
+def chunked(body: bytes, size: int = 16384) -> bytes:
+    pieces = [body[i : i + size] for i in range(0, len(body), size)]
+    return b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in pieces) + b"0\r\n\r\n"
+
+
+def eligibility_request(padding: int) -> bytes:
+    """Well-formed JSON of any length (the padding is whitespace), invalid as a resource."""
+    return b'{"resourceType": "CoverageEligibilityRequest"' + b" " * padding + b"}"
+
+
+def post_chunked(mediator, body: bytes) -> RawAnswer:
+    return send_raw(
+        mediator,
+        request(
+            "POST",
+            b"/fhir/CoverageEligibilityRequest",
+            b"Content-Type: application/fhir+json",
+            b"Transfer-Encoding: chunked",
+            body=chunked(body),
+        ),
+    )
+
+
+def test_a_chunked_body_over_the_limit_is_a_413_like_one_with_a_content_length(mediator):
+    limit = int(mediator.env["MEDIATOR_MAX_BODY_BYTES"])
+    answer = post_chunked(mediator, eligibility_request(limit + 1000))
+    assert answer.status == 413
+    (issue,) = answer.outcome()["issue"]
+    assert issue["code"] == "too-costly" and str(limit) in issue["diagnostics"]
+
+
+def test_a_chunked_body_within_the_limit_is_read_whole(mediator):
+    limit = int(mediator.env["MEDIATOR_MAX_BODY_BYTES"])
+    for padding in (10, limit - 100):  # the whole body parsed: the resource is checked (422)
+        answer = post_chunked(mediator, eligibility_request(padding))
+        assert answer.status == 422, answer.body
+        assert any(
+            i["expression"] == ["CoverageEligibilityRequest.patient"] for i in answer.outcome()["issue"]
+        )
