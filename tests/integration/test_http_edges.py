@@ -122,3 +122,35 @@ def test_a_chunked_body_within_the_limit_is_read_whole(mediator):
         assert any(
             i["expression"] == ["CoverageEligibilityRequest.patient"] for i in answer.outcome()["issue"]
         )
+
+
+@pytest.mark.parametrize(
+    ("raw", "status", "code", "words"),
+    [
+        (
+            request("GET", b"/fhir/Patient?identifier=" + b"9" * 9000),
+            400,
+            "too-long",
+            "Request Line is too large",
+        ),
+        (request("GET", b"/fhir/metadata", b"X-Big: " + b"a" * 9000), 431, "too-long", "8190 bytes each"),
+        (
+            request("GET", b"/fhir/metadata", *[b"X-H%d: 1" % i for i in range(120)]),
+            431,
+            "too-long",
+            "100 header",
+        ),
+        (request("POST", b"/fhir/Claim", b"Content-Length: abc"), 400, "invalid", "CONTENT-LENGTH"),
+        (b"GET /fhir/metadata HTTP/3.0\r\nHost: mediator\r\n\r\n", 400, "invalid", "HTTP Version"),
+    ],
+    ids=["request-line", "header-size", "header-count", "content-length", "http-version"],
+)
+def test_what_gunicorn_refuses_before_the_application_is_answered_in_fhir(mediator, raw, status, code, words):
+    answer = send_raw(mediator, raw)
+    assert answer.status == status
+    (issue,) = answer.outcome()["issue"]
+    assert issue["code"] == code and words in issue["diagnostics"]
+    request_id = answer.headers["x-request-id"]
+    logged = [json.loads(line) for line in mediator.log().splitlines() if request_id in line]
+    assert {line["logger"] for line in logged} == {"gunicorn.error", "mediator.transaction"}
+    assert [line["status"] for line in logged if line["message"] == "transaction"] == [status]
