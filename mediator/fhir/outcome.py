@@ -57,7 +57,8 @@ class FhirError(Exception):
     status: int
     issues: Sequence[Issue]
     headers: Mapping[str, str] = field(default_factory=dict)
-    #: For the transaction log: what kind of failure this was (client, upstream...).
+    #: For the transaction log, of a 5xx: what kind of failure this was. A client error's (4xx)
+    #: outcome is its status's, from CLIENT_OUTCOMES: one vocabulary wherever it is raised.
     outcome: str = "error"
 
     def __str__(self) -> str:

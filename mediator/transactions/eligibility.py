@@ -99,7 +99,7 @@ def validate_request(resource: dict[str, Any]) -> EligibilityQuery:
         if not any(path == p or path.startswith((p + ".", p + "[")) for p in at_fault):
             issues.append(issue)
     if issues or patient is None:
-        raise FhirError(422, issues, outcome="invalid")
+        raise FhirError(422, issues)
     return EligibilityQuery(resource, patient, items, dates)
 
 
@@ -478,7 +478,6 @@ def _unknown_insuree(what: str) -> FhirError:
         "not-found",
         f"{what} is not an insuree known to openIMIS",
         [f"{ROOT}.patient"],
-        outcome="unknown-insuree",
     )
 
 

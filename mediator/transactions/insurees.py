@@ -73,12 +73,9 @@ def search(
             "invalid",
             "Search insurees by identifier (the insuree number); listing all insurees is not offered",
             ["identifier"],
-            outcome="invalid-search",
         )
     if not all(values):
-        raise FhirError.of(
-            400, "invalid", "identifier must not be empty", ["identifier"], outcome="invalid-search"
-        )
+        raise FhirError.of(400, "invalid", "identifier must not be empty", ["identifier"])
     self_link = f"{public_base}/Patient?" + urlencode([("identifier", v) for v in values])
     number = values[0]
     if len(set(values)) > 1:

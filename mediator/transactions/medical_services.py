@@ -84,7 +84,6 @@ def parse_search(params: Sequence[tuple[str, str]]) -> SearchRequest:
         raise FhirError(
             400,
             [Issue("invalid", diag, [name]) for name, diag in errors],
-            outcome="invalid-search",
         )
     applied = [(k, v) for k, v in params if k in SEARCH_PARAMS]
     return SearchRequest(identifier, upstream, urlencode(applied))
@@ -137,7 +136,7 @@ def read(
     else:
         resource = read_resource(client, kind, ident, recorder, f"openIMIS {kind.label} read")
     if resource is None:
-        raise FhirError.of(404, "not-found", f"{kind}/{ident} is not known to openIMIS", outcome="not-found")
+        raise FhirError.of(404, "not-found", f"{kind}/{ident} is not known to openIMIS")
     return resource
 
 
