@@ -8,6 +8,7 @@ from mediator.logs import configure_logging
 from mediator.runtime import MediatorRuntime
 from mediator.settings import Settings, load_settings
 from mediator.web import transaction
+from mediator.web.bodies import BoundedRequest
 from mediator.web.claims_api import claims
 from mediator.web.eligibility_api import eligibility
 from mediator.web.fhir_api import fhir
@@ -19,8 +20,12 @@ def create_app(settings: Settings | None = None, runtime: MediatorRuntime | None
     settings = settings or (runtime.settings if runtime else load_settings())
     configure_logging(settings.log_level)
     app = Flask("mediator")
+    app.request_class = BoundedRequest
     app.config["MAX_CONTENT_LENGTH"] = settings.mediator_max_body_bytes
     app.json.sort_keys = False  # type: ignore[attr-defined]
+    # `/fhir//Claim` would be redirected (308, an HTML page, to a URL built from the Host header
+    # OpenHIM sent): an empty path segment is a 404 OperationOutcome instead.
+    app.url_map.merge_slashes = False
     rt = runtime or MediatorRuntime(settings)
     app.extensions["mediator"] = rt
     transaction.install(app, lambda: rt.settings.mediator_urn)

@@ -81,7 +81,7 @@ def gunicorn_options(settings: Settings) -> dict[str, Any]:
         "bind": [f"{settings.mediator_host}:{settings.mediator_port}"],
         "workers": settings.mediator_workers,
         "threads": settings.mediator_threads,
-        "worker_class": "gthread",
+        "worker_class": "mediator.web.worker.FhirThreadWorker",  # gthread, errors in FHIR
         "timeout": int(settings.openimis_connect_timeout + settings.openimis_read_timeout)
         + WORKER_TIMEOUT_MARGIN_S,
         "graceful_timeout": 30,

@@ -27,7 +27,11 @@ _PAGING = (
     SearchParam("_count", "number", "Page size (capped at 500)."),
     SearchParam("page-offset", "number", "1-based page number, as in the Bundle's next/previous links."),
     SearchParam("_lastUpdated", "date", "Changed since/before, with prefixes eq|gt|lt|ge|le..."),
-    SearchParam("identifier", "token", "The openIMIS code or UUID; a searchset with 0 or 1 entries."),
+    SearchParam(
+        "identifier",
+        "token",
+        "The openIMIS code or UUID; A,B is either, a repeated identifier is both (at most 20 values).",
+    ),
 )
 
 SUPPORTED: tuple[ResourceSupport, ...] = (
@@ -82,7 +86,8 @@ SUPPORTED: tuple[ResourceSupport, ...] = (
             SearchParam(
                 "identifier",
                 "token",
-                "The insuree number ([system|]value); a searchset with 0 or 1 entries. Required: insurees are not listed.",
+                "The insuree number ([system|]value); A,B is either, a repeated identifier is both. "
+                "Required: insurees are not listed.",
             ),
         ),
         "openIMIS insurees. Read by UUID or insuree number (the current insuree row).",

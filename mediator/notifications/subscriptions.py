@@ -76,7 +76,7 @@ def parse(
     if status not in ("requested", ACTIVE, OFF, ERROR):
         issues.append(Issue("value", f"unknown status {status!r}", [f"{ROOT}.status"]))
     if issues:
-        raise FhirError(422, _first_per_field(issues), outcome="invalid")
+        raise FhirError(422, _first_per_field(issues))
     now = time.time()
     kept = {k: v for k, v in resource.items() if k not in ("id", "meta", "error")}
     kept["channel"] = {k: v for k, v in channel.items() if k != "header"}

@@ -27,9 +27,7 @@ def read_claim(ident: str) -> Response:
     rt, ctx = runtime(), current()
     record = rt.store.get(ident) if is_fhir_id(ident) else None
     if record is None:
-        raise FhirError.of(
-            404, "not-found", f"Claim/{ident} is not known to the mediator", outcome="not-found"
-        )
+        raise FhirError.of(404, "not-found", f"Claim/{ident} is not known to the mediator")
     claim = {**(record.payload.get("received") or record.payload["claim"]), "id": record.public_id}
     ctx.properties.update({"transaction": "claim read", "claim_code": record.claim_code})
     return fhir_answer(claim)

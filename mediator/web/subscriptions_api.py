@@ -17,7 +17,7 @@ subscription_routes = Blueprint("subscriptions", __name__, url_prefix="/fhir")
 def _found(ident: str) -> subscriptions.Subscription:
     found = runtime().store.notifications.subscription(ident)
     if found is None:
-        raise FhirError.of(404, "not-found", f"Subscription/{ident} is not known", outcome="not-found")
+        raise FhirError.of(404, "not-found", f"Subscription/{ident} is not known")
     return found
 
 
@@ -75,6 +75,6 @@ def search_subscriptions() -> Response:
 def delete_subscription(ident: str) -> Response:
     rt, ctx = runtime(), current()
     if not rt.store.notifications.delete_subscription(ident):
-        raise FhirError.of(404, "not-found", f"Subscription/{ident} is not known", outcome="not-found")
+        raise FhirError.of(404, "not-found", f"Subscription/{ident} is not known")
     ctx.properties.update({"transaction": "subscription delete", "subscription": ident})
     return Response(status=204)

@@ -107,6 +107,8 @@ def test_facility_request_through_the_router_is_audited(openhim_core, registered
         lambda t: t["request"]["path"] == "/fhir/Medication" and t.get("orchestrations")
     )
     assert tx["status"] == "Successful"
+    # The id a clinic quotes is the console's transaction id.
+    assert answer.headers["X-Request-ID"] == answer.headers["X-OpenHIM-TransactionID"] == tx["_id"]
     assert "openIMIS medical items list" in [o["name"] for o in tx["orchestrations"]]
     assert tx["properties"]["transaction"] == "medical items search"
     dumped = json.dumps(tx)

@@ -28,7 +28,7 @@ def read(
 ) -> dict[str, Any]:
     found = find(submission, client, ident, recorder)
     if found is None:
-        raise FhirError.of(404, "not-found", f"ClaimResponse/{ident} is not known", outcome="not-found")
+        raise FhirError.of(404, "not-found", f"ClaimResponse/{ident} is not known")
     return found
 
 
@@ -60,7 +60,6 @@ def search(
             "required",
             "search ClaimResponse by identifier (the claim code) or by request (Claim/<id>)",
             ["identifier"],
-            outcome="invalid-search",
         )
     return searchset(found, public_base, f"{public_base}/ClaimResponse?{query}")
 

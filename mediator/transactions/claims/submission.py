@@ -92,7 +92,7 @@ class ClaimSubmission(OutcomeRecording):
         canon = canonical_claim(claim)
         issues = validate_claim(claim, self._known_elements, canon)
         if issues:
-            raise FhirError(422, issues, outcome="invalid-claim")
+            raise FhirError(422, issues)
         use = claim.get("use", "claim")
         if use in UNSUPPORTED_USES:
             raise FhirError.of(
@@ -100,7 +100,6 @@ class ClaimSubmission(OutcomeRecording):
                 "not-supported",
                 f"use '{use}' is not supported: openIMIS only adjudicates claims (use 'claim')",
                 ["Claim.use"],
-                outcome="not-supported",
             )
         normalised = normalise_claim(claim)
         code, facility = claim_key(claim)
@@ -137,7 +136,6 @@ class ClaimSubmission(OutcomeRecording):
                     f"claim code '{code}' of facility '{facility}' was already submitted with other content;"
                     " use a new claim code for a new claim",
                     ["Claim.identifier"],
-                    outcome="conflict",
                 )
             answer = self._replay(stored)
         else:

@@ -55,7 +55,6 @@ def unknown_insuree(what: str) -> FhirError:
         "not-found",
         f"{what} is not an insuree known to openIMIS",
         [f"{ROOT}.patient"],
-        outcome="unknown-insuree",
     )
 
 

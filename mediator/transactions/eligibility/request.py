@@ -68,7 +68,7 @@ def validate_request(resource: dict[str, Any]) -> EligibilityQuery:
         if not any(path == p or path.startswith((p + ".", p + "[")) for p in at_fault):
             issues.append(issue)
     if issues or patient is None:
-        raise FhirError(422, issues, outcome="invalid")
+        raise FhirError(422, issues)
     return EligibilityQuery(resource, patient, items, dates)
 
 
