@@ -59,7 +59,9 @@ class OpenHimAgent:
         beats = 0
         while not stop.is_set():
             try:
-                want_config = beats % CONFIG_RECHECK_BEATS == 0
+                # Replicas (a shared claim store) ask at every beat: core hands a console change
+                # to the first heartbeat only, which may be another replica's.
+                want_config = bool(self.base_settings.claim_store_url) or beats % CONFIG_RECHECK_BEATS == 0
                 config = heartbeat(self.api, self.settings.mediator_urn, self.uptime(), want_config)
                 beats += 1
                 self._update(last_heartbeat=iso_now(), heartbeat_error=None)
