@@ -29,7 +29,9 @@ _ISSUE_CODES = {403: "forbidden", 431: "too-long", 500: "exception", 501: "not-s
 class FhirThreadWorker(ThreadWorker):
     """gunicorn's `gthread` worker with its error pages as OperationOutcomes."""
 
-    _ids = RandomIds()
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._ids = RandomIds()
 
     def handle_error(self, req: Any, client: Any, addr: Any, exc: BaseException) -> None:
         """gunicorn decides the status and logs; its page goes to a capture, ours to the client."""
