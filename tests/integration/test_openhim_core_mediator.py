@@ -146,6 +146,40 @@ def test_claims_through_the_router_positive_and_queued_completed_later(
     assert len([c for c in stored if c.get("code") == "HIM-HELD-1"]) == 1
 
 
+def test_the_final_update_of_a_held_claim_keeps_its_history(openhim_core, registered, clean_sandbox):
+    """An auditor reads every call: the first attempt's, core's route to the mediator, the delivery's."""
+    requests.post(
+        clean_sandbox.url + "/_sandbox/faults", json={"fail_next": 1, "fail_status": 503}, timeout=5
+    )
+    held = through_router(openhim_core, "POST", "/fhir/Claim", data=json.dumps(make_claim("HIM-HIST-1")))
+    assert held.status_code == 202, held.text
+    final = openhim_core.wait_for_transaction(
+        lambda t: t.get("properties", {}).get("claim_code") == "HIM-HIST-1" and t["status"] != "Processing",
+        timeout=45,
+    )
+    orchestrations = final["orchestrations"]
+
+    def when(orchestration):
+        return datetime.fromisoformat(orchestration["request"]["timestamp"])
+
+    def status(orchestration):
+        return (orchestration.get("response") or {}).get("status")
+
+    assert "openIMIS mediator" in [o["name"] for o in orchestrations], "core's record of its route"
+    first_attempt = [o for o in orchestrations if status(o) == 503]
+    delivery = [o for o in orchestrations if o["name"] == "openIMIS claim submit" and status(o) in (200, 201)]
+    assert first_attempt and delivery, [(o["name"], status(o)) for o in orchestrations]
+    assert when(first_attempt[0]) < when(delivery[-1])
+    keys = [(o["name"], o["request"]["timestamp"]) for o in orchestrations]
+    assert len(keys) == len(set(keys)), "no call recorded twice"
+
+    properties = final["properties"]
+    assert properties["outcome"] == "positive"
+    assert properties["transaction"] == "claim submit", "what the first answer said is kept"
+    assert properties["openimis_status"] and float(properties["total_claimed"]) > 0
+    assert json.loads(final["response"]["body"])["resourceType"] == "ClaimResponse"
+
+
 def test_a_rerun_of_a_held_claim_is_completed_too(openhim_core, registered, clean_sandbox):
     requests.post(
         clean_sandbox.url + "/_sandbox/faults", json={"fail_next": 10_000, "fail_status": 503}, timeout=5
