@@ -45,8 +45,8 @@ class CallJournal:
 
     In memory and bounded, since a claim can be retried for days or polled for its adjudication:
     per claim the first and the latest calls are kept (the number left out becomes a property),
-    and at most `max_claims` claims are followed, the oldest forgotten first (more than a round
-    leases, so the calls that settle a claim reach a transaction that core takes at once).
+    and at most `max_claims` claims are followed, the oldest forgotten first (ten rounds' worth:
+    the calls of a claim settled in a round are still there when that round reports it).
     """
 
     def __init__(self, first: int = 3, latest: int = 12, max_claims: int = 10 * BATCH) -> None:
