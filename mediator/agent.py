@@ -83,15 +83,17 @@ class OpenHimAgent:
             attempt += 1
             try:
                 register(self.api, document)
+                installed = None
                 if self.base_settings.openhim_install_channels:
-                    install_channels(self.api, document["urn"])
+                    installed = install_channels(self.api, document["urn"])
                 log.info(
                     "registered with OpenHIM",
                     extra={
                         "urn": document["urn"],
                         "version": document["version"],
                         "auth": self.api.scheme,
-                        "channels_installed": self.base_settings.openhim_install_channels,
+                        # The names installed now; [] when core had them all (left as they are).
+                        "channels_installed": installed,
                     },
                 )
                 self._update(mode="registered", registered=True, registered_at=iso_now(), error=None)

@@ -59,6 +59,24 @@ def test_registers_with_basic_auth_installs_channels_and_heartbeats(running_agen
     assert status["registered"] is True and status["last_heartbeat"]
 
 
+def test_a_restart_finds_its_channels_and_heartbeats(running_agent, standin, agent_settings):
+    """A second start against a core that has the mediator and its channels (a v8 core too)."""
+    _, state = standin
+    wait_for(lambda: state.heartbeats)
+    state.channels[1]["allow"] = ["changed-by-the-operator"]
+    restarted = OpenHimAgent(agent_settings, SharedState(agent_settings.mediator_state_dir))
+    stop = threading.Event()
+    thread = threading.Thread(target=restarted.run, args=(stop,), daemon=True)
+    thread.start()
+    try:
+        wait_for(lambda: restarted._status.get("last_heartbeat"), timeout=10)
+    finally:
+        stop.set()
+        thread.join(10)
+    assert restarted._status["registered"] is True and "attempts" not in restarted._status
+    assert len(state.channels) == 5 and state.channels[1]["allow"] == ["changed-by-the-operator"]
+
+
 def test_console_change_reaches_workers_within_a_heartbeat(running_agent, standin, agent_settings):
     _, state = standin
     wait_for(lambda: state.heartbeats)
