@@ -27,6 +27,7 @@ from mediator.openhim.live_config import (
 )
 from mediator.openhim.orchestrations import iso_now
 from mediator.openhim.registration import heartbeat, install_channels, register, registration_document
+from mediator.openhim.transactions import append_orchestrations
 from mediator.runtime import MediatorRuntime
 from mediator.settings import Settings, SettingsError
 from mediator.transactions.catalogue import CatalogueRefresher
@@ -160,7 +161,10 @@ def run_agent(settings: Settings) -> int:
     forwarder = Forwarder(runtime, api)
     forwarding = threading.Thread(target=forwarder.run, args=(stop,), name="forwarder", daemon=True)
     forwarding.start()
-    notifier = Notifier(runtime)
+    report = (
+        None if api is None else (lambda tx, orchestration: append_orchestrations(api, tx, [orchestration]))
+    )
+    notifier = Notifier(runtime, report)
     threading.Thread(target=notifier.run, args=(stop,), name="notifier", daemon=True).start()
     refresher = CatalogueRefresher(lambda: runtime.settings, lambda: runtime.openimis, state)
     threading.Thread(target=refresher.run, args=(stop,), name="catalogue", daemon=True).start()

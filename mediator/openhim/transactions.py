@@ -57,6 +57,21 @@ def update_transaction(
         raise OpenHimError(f"transaction update answered {response.status_code}: {response.text[:200]}")
 
 
+def append_orchestrations(api: OpenHimApi, transaction_id: str, orchestrations: list[dict[str, Any]]) -> None:
+    """Add orchestrations to a transaction, status and response untouched (a notification sent
+    for its claim, for auditors); one already stored (same name and start) is not added again."""
+    stored = _stored_transaction(api, transaction_id)
+    known = {_key(o) for o in stored.get("orchestrations") or [] if isinstance(o, dict)}
+    new = [o for o in orchestrations if _key(o) not in known]
+    if not new:
+        return
+    response = api.request(
+        "PUT", f"/transactions/{transaction_id}", {"$push": {"orchestrations": {"$each": new}}}
+    )
+    if response.status_code not in (200, 201, 204):
+        raise OpenHimError(f"transaction update answered {response.status_code}: {response.text[:200]}")
+
+
 def _stored_transaction(api: OpenHimApi, transaction_id: str) -> dict[str, Any]:
     """The transaction without its bodies (`simpledetails`): up to 15 MB need not come back."""
     response = api.request("GET", f"/transactions/{transaction_id}?filterRepresentation=simpledetails")

@@ -164,3 +164,25 @@ def test_a_core_down_at_report_time_still_gets_the_delivery_calls_later(api, set
         sent["properties"]["openimis_status"] == "4" and sent["properties"]["transaction"] == "claim submit"
     )
     assert store.due_reports(10) == [] and len(forwarder.journal) == 0
+
+
+@responses.activate
+def test_a_notification_is_added_to_the_claims_transaction_without_changing_its_answer(api):
+    from mediator.openhim.transactions import append_orchestrations
+
+    stored = json.loads(json.dumps(STORED))
+    responses.get(TX_URL, json=stored)
+    put = responses.put(TX_URL, json={})
+    delivery = {
+        "name": "notification to the facility (subscription S1)",
+        "request": {"timestamp": "2026-01-05T11:00:00.000Z"},
+    }
+    append_orchestrations(api, TX, [delivery])
+    body = json.loads(put.calls[0].request.body)
+    assert body == {"$push": {"orchestrations": {"$each": [delivery]}}}, (
+        "status, response, properties untouched"
+    )
+    stored["orchestrations"].append(delivery)
+    responses.replace(responses.GET, TX_URL, json=stored)
+    append_orchestrations(api, TX, [delivery])
+    assert put.call_count == 1, "an orchestration core has is not added again"
