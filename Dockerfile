@@ -2,14 +2,11 @@
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
-    PYTHONUNBUFFERED=1 \
-    MEDIATOR_CONFIG_DIR=/app/config
+    PYTHONUNBUFFERED=1
 
 WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY mediator ./mediator
-COPY config ./config
-COPY mediator.json ./
 RUN pip install --no-cache-dir . \
     && useradd --system --uid 10001 --home-dir /app mediator \
     && mkdir -p /app/var && chown mediator /app/var
@@ -19,4 +16,5 @@ EXPOSE 8550
 HEALTHCHECK --interval=15s --timeout=3s --start-period=10s --retries=3 \
     CMD python -c "import urllib.request,sys; urllib.request.urlopen('http://127.0.0.1:8550/health', timeout=2)" || exit 1
 
-ENTRYPOINT ["gunicorn", "--config", "/app/config/gunicorn.conf.py", "mediator.wsgi:app"]
+ENTRYPOINT ["openimis-mediator"]
+CMD ["serve"]

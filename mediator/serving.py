@@ -1,6 +1,6 @@
 """Running the mediator under gunicorn: options, logging, and the embedded openIMIS sandbox.
 
-`config/gunicorn.conf.py` is a thin shim over this module so that the Docker image, the
+`mediator/config/gunicorn.conf.py` is a thin shim over this module so that the Docker image, the
 console script and `python -m mediator` all start the service the same way.
 """
 

@@ -1,9 +1,11 @@
 """The one typed settings object of the mediator.
 
-Values come, in increasing precedence, from `config/defaults.toml`, environment variables of
-the same name in upper case, and (for console-editable settings) the OpenHIM console. A value
-that does not parse stops the start with a one-line message naming the setting, so an operator
-never runs on a silently-defaulted value.
+Values come, in increasing precedence, from `mediator/config/defaults.toml`, environment
+variables of the same name in upper case, and (for console-editable settings) the OpenHIM
+console. A value that does not parse stops the start with a one-line message naming the setting,
+so an operator never runs on a silently-defaulted value. The configuration files are package
+data, so that an installed mediator needs no checkout; `MEDIATOR_CONFIG_DIR` names another
+directory holding `defaults.toml` and `gunicorn.conf.py`.
 """
 
 from __future__ import annotations
@@ -16,7 +18,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-CONFIG_DIR = Path(os.environ.get("MEDIATOR_CONFIG_DIR", Path(__file__).resolve().parent.parent / "config"))
+#: The configuration shipped in the package; `mediator.json` (the OpenHIM registration) is beside it.
+PACKAGE_CONFIG_DIR = Path(__file__).resolve().parent / "config"
+CONFIG_DIR = Path(os.environ.get("MEDIATOR_CONFIG_DIR") or PACKAGE_CONFIG_DIR)
 DEFAULTS_FILE = CONFIG_DIR / "defaults.toml"
 
 _TRUE = {"1", "true", "yes", "on"}
