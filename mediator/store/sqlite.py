@@ -32,7 +32,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -118,10 +118,9 @@ _INSERT_NEW = _INSERT + " ON CONFLICT (claim_code, facility) DO NOTHING"
 class SqliteClaimStore:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        # The -wal and -shm files hold claim data too and are created with the umask: keep the
-        # whole directory private.
+        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         os.chmod(self.path.parent, 0o700)
+        self._make_private()
         self._local = threading.local()
         self._pid = os.getpid()
         self._thread_lock = threading.Lock()
@@ -134,14 +133,25 @@ class SqliteClaimStore:
             if mode != "wal":
                 raise sqlite3.OperationalError(f"claim store {self.path}: journal mode {mode}, not wal")
             db.executescript(_SCHEMA)
-        os.chmod(self.path, 0o600)  # claims carry personal health data
+
+    def _make_private(self) -> None:
+        """Claims carry personal health data: the store is 0600 before SQLite opens it, since
+        SQLite creates the -wal and -shm files (claim data too) with the database file's mode.
+        The -wal and -shm files an older version left readable are made private as well."""
+        os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
+        for suffix in ("", "-wal", "-shm"):
+            with suppress(FileNotFoundError):
+                os.chmod(f"{self.path}{suffix}", 0o600)
 
     @contextmanager
     def _opening_alone(self) -> Iterator[None]:
         """Hold the instance's open lock: one process at a time switches to WAL and makes the schema."""
-        with open(self.path.with_name(self.path.name + ".openlock"), "a") as lock:
+        lock = os.open(self.path.with_name(self.path.name + ".openlock"), os.O_RDWR | os.O_CREAT, 0o600)
+        try:
             fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file is closed
             yield
+        finally:
+            os.close(lock)
 
     # -- connections -----------------------------------------------------------------------
 
