@@ -4,9 +4,11 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 import sys
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 
 from mediator.openhim.live_config import SharedState
 from mediator.settings import Settings
@@ -15,10 +17,24 @@ from mediator.transactions.catalogue import CATALOGUE_FILE, RESOURCE_TYPES, requ
 
 
 def run_queue_command(settings: Settings, command: str, key: str | None) -> int:
-    store = SqliteClaimStore(settings.claim_store_file)
+    path = settings.claim_store_file
+    if not path.is_file():
+        # The service creates its store as it starts: none here means other settings.
+        print(
+            f"no claim store at {path}: no instance has run with these settings; run this command "
+            "with the service's MEDIATOR_STATE_DIR (or CLAIM_STORE_PATH)",
+            file=sys.stderr,
+        )
+        return 1
+    try:
+        store = SqliteClaimStore(path)
+    except (OSError, sqlite3.Error) as exc:
+        print(f"cannot open the claim store {path}: {exc}", file=sys.stderr)
+        return 1
     if command == "list":
         stats = store.stats(time.time())
         print(
+            f"claim store {path}\n"
             f"held or in flight: {stats.depth}  awaiting adjudication: {stats.awaiting_adjudication}  "
             f"oldest held: {_age(stats.oldest_queued_age_s)}  last error: {stats.last_error or '-'}"
         )
@@ -82,6 +98,13 @@ def _age(seconds: float | None) -> str:
 
 
 def run_cache_command(settings: Settings, command: str) -> int:
+    if not Path(settings.mediator_state_dir).is_dir():
+        print(
+            f"no state directory at {settings.mediator_state_dir}: no instance has run with these "
+            "settings; run this command with the service's MEDIATOR_STATE_DIR",
+            file=sys.stderr,
+        )
+        return 1
     state = SharedState(settings.mediator_state_dir)
     if command == "refresh":
         request_refresh(state)
@@ -91,7 +114,7 @@ def run_cache_command(settings: Settings, command: str) -> int:
     if not settings.master_data_cache_enabled:
         print("the services/items cache is off (MASTER_DATA_CACHE_ENABLED=false)")
     if not document:
-        print("no copy yet: queries go to openIMIS")
+        print(f"no copy yet in {settings.mediator_state_dir}: queries go to openIMIS")
         return 0
     counts = ", ".join(f"{t}: {len(document['resources'].get(t, []))}" for t in RESOURCE_TYPES)
     print(

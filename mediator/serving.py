@@ -6,6 +6,7 @@ console script and `python -m mediator` all start the service the same way.
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import signal
@@ -15,7 +16,7 @@ import sys
 import threading
 import time
 from functools import partial
-from typing import Any
+from typing import Any, NoReturn
 
 from gunicorn.glogging import Logger as GunicornLogger
 
@@ -301,6 +302,28 @@ def start_agent() -> SupervisedChild:
     agent.start()
     agent.restart_until_signalled(signal.SIGTERM, signal.SIGINT, signal.SIGQUIT)
     return agent
+
+
+def refuse_start(reason: str) -> NoReturn:
+    """One line saying why the instance does not start, then the master's exit (2: configuration)."""
+    log.error("the mediator does not start: %s", reason)
+    raise SystemExit(2)
+
+
+def stop_children_at_exit(server: Any) -> None:
+    """Stop the helper processes however the master ends: gunicorn skips `on_exit` when it exits
+    while it starts (its port taken meanwhile) or after an error in its main loop. The workers,
+    forked from the master, inherit the handler: it acts in the master only."""
+    master = os.getpid()
+
+    def stop_children() -> None:
+        if os.getpid() == master:
+            children = getattr(server, "mediator_children", {})
+            for name in ("agent", "sandbox"):
+                if children.get(name) is not None:
+                    children[name].stop()
+
+    atexit.register(stop_children)
 
 
 #: The embedded sandbox's demo password, also the default of OPENIMIS_PASSWORD.

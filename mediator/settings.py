@@ -178,7 +178,24 @@ def load_settings(environ: Mapping[str, str] | None = None, defaults_file: Path 
         value = environ.get(f.name.upper())
         if value is not None:
             raw[f.name] = value
+    raw["mediator_state_dir"] = _state_dir(str(raw.get("mediator_state_dir", "")).strip(), environ)
+    if store_path := str(raw.get("claim_store_path", "")).strip():
+        raw["claim_store_path"] = os.path.abspath(os.path.expanduser(store_path))
     return _build(raw)
+
+
+def _state_dir(value: str, environ: Mapping[str, str]) -> str:
+    """An absolute path, so that every process of the instance and every operator command finds
+    the same state whatever its current directory; empty: the user's XDG state directory."""
+    if value:
+        return os.path.abspath(os.path.expanduser(value))
+    base = environ.get("XDG_STATE_HOME") or ""
+    if not os.path.isabs(base):  # XDG: a relative value is invalid and ignored
+        home = environ.get("HOME") or os.path.expanduser("~")
+        if not os.path.isabs(home):
+            raise SettingsError("MEDIATOR_STATE_DIR: no default without a home directory: set it")
+        base = os.path.join(home, ".local", "state")
+    return os.path.join(base, "openimis-mediator")
 
 
 def _build(raw: Mapping[str, Any]) -> Settings:
