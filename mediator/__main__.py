@@ -5,6 +5,7 @@ Sub-commands:
   check-config              print the settings in force (secrets masked); exit 2 on an invalid one
   queue list|show|retry     the durable claim queue: held, in-flight and awaiting claims
   cache status|refresh      the services/items copy the agent keeps
+  health                    exit 0 when this instance answers /health on its configured port
   agent                     the instance's background process (the gunicorn master starts it)
 
 Run every command with the settings of the service, so that it finds its state directory.
@@ -36,6 +37,7 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command")
     commands.add_parser("serve", help="run the mediator under gunicorn (default)")
     commands.add_parser("check-config", help="validate and print the settings in force")
+    commands.add_parser("health", help="is the instance answering? (the container's healthcheck)")
     commands.add_parser("agent", help="the background agent (started by the gunicorn master)")
     queue = commands.add_parser("queue", help="inspect and nudge the durable claim queue")
     queue_commands = queue.add_subparsers(dest="queue_command", required=True)
@@ -78,6 +80,9 @@ def _run(argv: list[str] | None) -> int:
 
         return run_cache_command(settings, args.cache_command)
 
+    if args.command == "health":
+        return _health(settings)
+
     if args.command == "agent":
         return _agent(settings)
 
@@ -86,6 +91,23 @@ def _run(argv: list[str] | None) -> int:
     gunicorn_argv = [sys.executable, "-m", "gunicorn", "--config", str(CONFIG_DIR / "gunicorn.conf.py")]
     os.execv(sys.executable, [*gunicorn_argv, "mediator.wsgi:app"])
     return 0  # not reached
+
+
+def _health(settings: Settings) -> int:
+    """The container's healthcheck, on the port and address the settings say (not a literal)."""
+    import urllib.request
+
+    host = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}.get(
+        settings.mediator_host, settings.mediator_host
+    )
+    url = f"http://{f'[{host}]' if ':' in host else host}:{settings.mediator_port}/health"
+    try:
+        with urllib.request.urlopen(url, timeout=2) as answer:
+            print(f"{url}: {answer.status}")
+            return 0
+    except OSError as exc:  # refused, timed out, or an HTTP error status
+        print(f"{url}: {exc}", file=sys.stderr)
+        return 1
 
 
 def _agent(settings: Settings) -> int:

@@ -23,7 +23,14 @@ def _cli(tmp_path: Path, *args: str, **kwargs) -> subprocess.CompletedProcess[st
 def test_help_lists_every_operator_command(tmp_path):
     result = _cli(tmp_path, "--help")
     assert result.returncode == 0
-    for command in ("serve", "check-config", "queue list|show|retry", "cache status|refresh", "agent"):
+    for command in (
+        "serve",
+        "check-config",
+        "queue list|show|retry",
+        "cache status|refresh",
+        "health",
+        "agent",
+    ):
         assert f"\n  {command} " in result.stdout, command
 
 
