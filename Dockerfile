@@ -1,22 +1,27 @@
-# The mediator as it runs in production: gunicorn, non-root, healthcheck on /health.
-FROM python:3.11-slim
+# The mediator as it runs in production: gunicorn, non-root, healthcheck on its configured port.
+# The base image is pinned: a rebuild gets the same Python and Debian until this line changes.
+FROM python:3.11.13-slim-bookworm
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
-    MEDIATOR_CONFIG_DIR=/app/config
+    MEDIATOR_STATE_DIR=/app/var
+
+# Installed from a copy removed afterwards: the package (configuration included) is the only copy.
+COPY pyproject.toml README.md /tmp/src/
+COPY mediator /tmp/src/mediator
+RUN pip install --no-cache-dir /tmp/src \
+    && rm -rf /tmp/src \
+    && useradd --system --uid 10001 --home-dir /app mediator \
+    && mkdir -p /app/var && chown mediator /app/var && chmod 0700 /app/var
 
 WORKDIR /app
-COPY pyproject.toml README.md ./
-COPY mediator ./mediator
-COPY config ./config
-COPY mediator.json ./
-RUN pip install --no-cache-dir . \
-    && useradd --system --uid 10001 --home-dir /app mediator \
-    && mkdir -p /app/var && chown mediator /app/var
-
 USER mediator
 EXPOSE 8550
-HEALTHCHECK --interval=15s --timeout=3s --start-period=10s --retries=3 \
-    CMD python -c "import urllib.request,sys; urllib.request.urlopen('http://127.0.0.1:8550/health', timeout=2)" || exit 1
+# The claim store and the instance's state: mount a volume here so that held claims survive.
+VOLUME ["/app/var"]
+# `health` asks /health on the port and address the settings say (MEDIATOR_PORT, MEDIATOR_HOST).
+HEALTHCHECK --interval=15s --timeout=5s --start-period=15s --retries=3 \
+    CMD ["openimis-mediator", "health"]
 
-ENTRYPOINT ["gunicorn", "--config", "/app/config/gunicorn.conf.py", "mediator.wsgi:app"]
+ENTRYPOINT ["openimis-mediator"]
+CMD ["serve"]

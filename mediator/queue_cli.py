@@ -4,18 +4,21 @@ list|show|retry` (the outbox), `store migrate` and `cache status|refresh` (the s
 from __future__ import annotations
 
 import json
+import sqlite3
 import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 
 from mediator.openhim.live_config import SharedState
+from mediator.redaction import masked_url
 from mediator.settings import Settings
 from mediator.store import (
     OPEN_STATES,
     ClaimRecord,
     ClaimState,
     ClaimStore,
+    SqliteClaimStore,
     StoreUnavailable,
     open_claim_store,
 )
@@ -24,10 +27,32 @@ from mediator.transactions.catalogue import CATALOGUE_FILE, RESOURCE_TYPES, requ
 
 
 def run_queue_command(settings: Settings, command: str, key: str | None) -> int:
-    store = open_claim_store(settings)
+    if settings.claim_store_url:  # the store replicas share
+        path = masked_url(settings.claim_store_url.reveal())
+        try:
+            store: ClaimStore = open_claim_store(settings)
+        except StoreUnavailable as exc:
+            print(f"cannot open the claim store {path}: {exc}", file=sys.stderr)
+            return 1
+    else:
+        path = settings.claim_store_file
+        if not path.is_file():
+            # The service creates its store as it starts: none here means other settings.
+            print(
+                f"no claim store at {path}: no instance has run with these settings; run this command "
+                "with the service's MEDIATOR_STATE_DIR (or CLAIM_STORE_PATH)",
+                file=sys.stderr,
+            )
+            return 1
+        try:
+            store = SqliteClaimStore(path)
+        except (OSError, sqlite3.Error) as exc:
+            print(f"cannot open the claim store {path}: {exc}", file=sys.stderr)
+            return 1
     if command == "list":
         stats = store.stats(time.time())
         print(
+            f"claim store {path}\n"
             f"held or in flight: {stats.depth}  awaiting adjudication: {stats.awaiting_adjudication}  "
             f"unconfirmed (for an operator): {stats.unconfirmed}  "
             f"oldest held: {_age(stats.oldest_queued_age_s)}  last error: {stats.last_error or '-'}"
@@ -157,6 +182,13 @@ def run_store_command(settings: Settings, source: str | None) -> int:
 
 
 def run_cache_command(settings: Settings, command: str) -> int:
+    if not Path(settings.mediator_state_dir).is_dir():
+        print(
+            f"no state directory at {settings.mediator_state_dir}: no instance has run with these "
+            "settings; run this command with the service's MEDIATOR_STATE_DIR",
+            file=sys.stderr,
+        )
+        return 1
     state = SharedState(settings.mediator_state_dir)
     if command == "refresh":
         request_refresh(state)
@@ -166,7 +198,7 @@ def run_cache_command(settings: Settings, command: str) -> int:
     if not settings.master_data_cache_enabled:
         print("the services/items cache is off (MASTER_DATA_CACHE_ENABLED=false)")
     if not document:
-        print("no copy yet: queries go to openIMIS")
+        print(f"no copy yet in {settings.mediator_state_dir}: queries go to openIMIS")
         return 0
     counts = ", ".join(f"{t}: {len(document['resources'].get(t, []))}" for t in RESOURCE_TYPES)
     print(

@@ -1,11 +1,12 @@
 """Running the mediator under gunicorn: options, logging, and the embedded openIMIS sandbox.
 
-`config/gunicorn.conf.py` is a thin shim over this module so that the Docker image, the
+`mediator/config/gunicorn.conf.py` is a thin shim over this module so that the Docker image, the
 console script and `python -m mediator` all start the service the same way.
 """
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import shutil
@@ -17,7 +18,7 @@ import threading
 import time
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from gunicorn.glogging import Logger as GunicornLogger
 
@@ -317,18 +318,32 @@ def start_agent() -> SupervisedChild:
     return agent
 
 
-#: The embedded sandbox's demo password, also the default of OPENIMIS_PASSWORD.
-SANDBOX_PASSWORD = "admin123"
+def refuse_start(reason: str) -> NoReturn:
+    """One line saying why the instance does not start, then the master's exit (2: configuration)."""
+    log.error("the mediator does not start: %s", reason)
+    raise SystemExit(2)
+
+
+def stop_children_at_exit(server: Any) -> None:
+    """Stop the helper processes however the master ends: gunicorn skips `on_exit` when it exits
+    while it starts (its port taken meanwhile) or after an error in its main loop. The workers,
+    forked from the master, inherit the handler: it acts in the master only."""
+    master = os.getpid()
+
+    def stop_children() -> None:
+        if os.getpid() == master:
+            children = getattr(server, "mediator_children", {})
+            for name in ("agent", "sandbox"):
+                if children.get(name) is not None:
+                    children[name].stop()
+
+    atexit.register(stop_children)
 
 
 def start_embedded_sandbox_if_needed(settings: Settings) -> EmbeddedSandbox | None:
     """With no OPENIMIS_URL, start the sandbox and point the workers (via the env) at it."""
     if not settings.uses_sandbox:
-        if settings.openimis_password.reveal() == SANDBOX_PASSWORD:
-            log.warning(
-                "OPENIMIS_URL is set but OPENIMIS_PASSWORD is the demo default: set the API user's password"
-            )
-        return None
+        return None  # (the demo password towards a real server is refused with the settings)
     sandbox = EmbeddedSandbox(settings.sandbox_host, settings.sandbox_port)
     sandbox.start()
     os.environ["OPENIMIS_URL"] = sandbox.url

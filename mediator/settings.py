@@ -1,13 +1,16 @@
 """The one typed settings object of the mediator.
 
-Values come, in increasing precedence, from `config/defaults.toml`, environment variables of
-the same name in upper case, and (for console-editable settings) the OpenHIM console. A value
-that does not parse stops the start with a one-line message naming the setting, so an operator
-never runs on a silently-defaulted value.
+Values come, in increasing precedence, from `mediator/config/defaults.toml`, environment
+variables of the same name in upper case, and (for console-editable settings) the OpenHIM
+console. A value that does not parse stops the start with a one-line message naming the setting,
+so an operator never runs on a silently-defaulted value. The configuration files are package
+data, so that an installed mediator needs no checkout; `MEDIATOR_CONFIG_DIR` names another
+directory holding `defaults.toml` and `gunicorn.conf.py`.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import socket
 import tomllib
@@ -18,8 +21,14 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-CONFIG_DIR = Path(os.environ.get("MEDIATOR_CONFIG_DIR", Path(__file__).resolve().parent.parent / "config"))
+#: The configuration shipped in the package; `mediator.json` (the OpenHIM registration) is beside it.
+PACKAGE_CONFIG_DIR = Path(__file__).resolve().parent / "config"
+CONFIG_DIR = Path(os.environ.get("MEDIATOR_CONFIG_DIR") or PACKAGE_CONFIG_DIR)
 DEFAULTS_FILE = CONFIG_DIR / "defaults.toml"
+
+#: The embedded sandbox's demo password (openIMIS's demo one too), also OPENIMIS_PASSWORD's default:
+#: refused towards a real server.
+SANDBOX_PASSWORD = "admin123"
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
@@ -196,9 +205,46 @@ def load_settings(environ: Mapping[str, str] | None = None, defaults_file: Path 
         raise SettingsError(f"cannot read the defaults file {defaults_file}: {exc}") from None
     for f in fields(Settings):
         value = environ.get(f.name.upper())
+        if f.type == "Secret" and (from_file := _secret_file(f.name.upper(), environ)) is not None:
+            if value is not None:
+                raise SettingsError(f"{f.name.upper()}: set it or {f.name.upper()}_FILE, not both")
+            value = from_file
         if value is not None:
             raw[f.name] = value
+    raw["mediator_state_dir"] = _state_dir(str(raw.get("mediator_state_dir", "")).strip(), environ)
+    if store_path := str(raw.get("claim_store_path", "")).strip():
+        raw["claim_store_path"] = os.path.abspath(os.path.expanduser(store_path))
     return _build(raw)
+
+
+def _secret_file(name: str, environ: Mapping[str, str]) -> str | None:
+    """`<NAME>_FILE`, for every secret setting: the path of a file holding the value (Docker and
+    Kubernetes secrets), so that the secret stays out of the environment. A new secret setting
+    gets it by being declared a `Secret`."""
+    path = environ.get(f"{name}_FILE")
+    if path is None:
+        return None
+    try:
+        text = Path(path).read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SettingsError(
+            f"{name}_FILE: cannot read {path}: {getattr(exc, 'strerror', None) or exc}"
+        ) from None
+    return text.removesuffix("\n").removesuffix("\r")  # the newline an editor or `echo` adds
+
+
+def _state_dir(value: str, environ: Mapping[str, str]) -> str:
+    """An absolute path, so that every process of the instance and every operator command finds
+    the same state whatever its current directory; empty: the user's XDG state directory."""
+    if value:
+        return os.path.abspath(os.path.expanduser(value))
+    base = environ.get("XDG_STATE_HOME") or ""
+    if not os.path.isabs(base):  # XDG: a relative value is invalid and ignored
+        home = environ.get("HOME") or os.path.expanduser("~")
+        if not os.path.isabs(home):
+            raise SettingsError("MEDIATOR_STATE_DIR: no default without a home directory: set it")
+        base = os.path.join(home, ".local", "state")
+    return os.path.join(base, "openimis-mediator")
 
 
 def _build(raw: Mapping[str, Any]) -> Settings:
@@ -303,3 +349,24 @@ def _check(s: Settings) -> None:
         fail("openimis_login_retry_after", "must not be negative")
     if s.openimis_url and not s.openimis_username:
         fail("openimis_username", "is required when OPENIMIS_URL is set")
+    if (
+        s.openimis_url
+        and s.openimis_password.reveal() == SANDBOX_PASSWORD
+        and not _is_loopback(s.openimis_url)
+    ):
+        fail(
+            "openimis_password",
+            f"the demo default is refused for OPENIMIS_URL {s.openimis_url}: set the API user's password "
+            "(OPENIMIS_PASSWORD or OPENIMIS_PASSWORD_FILE)",
+        )
+
+
+def _is_loopback(url: str) -> bool:
+    """A server on this host (the sandbox, a developer's openIMIS), not a real deployment's."""
+    host = urlsplit(url).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

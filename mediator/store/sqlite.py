@@ -31,7 +31,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -118,10 +118,9 @@ _INSERT_NEW = _INSERT + " ON CONFLICT (claim_code, facility) DO NOTHING"
 class SqliteClaimStore:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        # The -wal and -shm files hold claim data too and are created with the umask: keep the
-        # whole directory private.
+        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         os.chmod(self.path.parent, 0o700)
+        self._make_private()
         self._local = threading.local()
         self._pid = os.getpid()
         self._thread_lock = threading.Lock()
@@ -138,14 +137,25 @@ class SqliteClaimStore:
                 db.execute("ALTER TABLE claims ADD COLUMN version INTEGER NOT NULL DEFAULT 0")
             db.executescript(_SCHEMA + NOTIFICATION_SCHEMA)
         self.notifications = NotificationTables(self._read_rows, self._transaction)
-        os.chmod(self.path, 0o600)  # claims carry personal health data
+
+    def _make_private(self) -> None:
+        """Claims carry personal health data: the store is 0600 before SQLite opens it, since
+        SQLite creates the -wal and -shm files (claim data too) with the database file's mode.
+        The -wal and -shm files an older version left readable are made private as well."""
+        os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
+        for suffix in ("", "-wal", "-shm"):
+            with suppress(FileNotFoundError):
+                os.chmod(f"{self.path}{suffix}", 0o600)
 
     @contextmanager
     def _opening_alone(self) -> Iterator[None]:
         """Hold the instance's open lock: one process at a time switches to WAL and makes the schema."""
-        with open(self.path.with_name(self.path.name + ".openlock"), "a") as lock:
+        lock = os.open(self.path.with_name(self.path.name + ".openlock"), os.O_RDWR | os.O_CREAT, 0o600)
+        try:
             fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file is closed
             yield
+        finally:
+            os.close(lock)
 
     # -- connections -----------------------------------------------------------------------
 

@@ -3,7 +3,9 @@
 The promises every store keeps are in tests/store/test_claim_store_contract.py."""
 
 import multiprocessing
+import os
 import sqlite3
+import stat
 import threading
 
 import pytest
@@ -214,3 +216,26 @@ def test_a_store_of_the_previous_layout_is_upgraded_in_place(tmp_path):
     assert [r.id for r in store.lease_due(10.0, 60, "forwarder", 10)] == ["r2"]
     assert store.purge_finished(before=5.0) == 1
     assert (store.stats(10.0).depth, store.stats(10.0).finished) == (1, 0)
+
+
+def test_every_file_with_claim_data_is_private_whatever_the_umask(tmp_path):
+    old_umask = os.umask(0o022)
+    try:
+        store = SqliteClaimStore(tmp_path / "state" / "claims.sqlite3")
+        store.intake(record())
+    finally:
+        os.umask(old_umask)
+    files = {p.name: stat.S_IMODE(p.stat().st_mode) for p in (tmp_path / "state").iterdir()}
+    assert {"claims.sqlite3", "claims.sqlite3-wal", "claims.sqlite3-shm"} <= set(files)
+    assert {name: mode for name, mode in files.items() if mode & 0o077} == {}
+    assert stat.S_IMODE((tmp_path / "state").stat().st_mode) == 0o700
+
+
+def test_a_store_left_readable_by_an_older_version_is_made_private(tmp_path):
+    path = tmp_path / "claims.sqlite3"
+    SqliteClaimStore(path).intake(record())
+    for suffix in ("", "-wal", "-shm"):
+        os.chmod(f"{path}{suffix}", 0o644)
+    SqliteClaimStore(path)
+    for suffix in ("", "-wal", "-shm"):
+        assert stat.S_IMODE(os.stat(f"{path}{suffix}").st_mode) == 0o600, suffix

@@ -13,10 +13,10 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_every_setting_has_a_default_and_one_readme_row():
-    defaults = tomllib.loads((ROOT / "config" / "defaults.toml").read_text())
+    defaults = tomllib.loads((ROOT / "mediator" / "config" / "defaults.toml").read_text())
     readme = (ROOT / "README.md").read_text()
     for f in fields(Settings):
-        assert f.name in defaults, f"{f.name} has no default in config/defaults.toml"
+        assert f.name in defaults, f"{f.name} has no default in mediator/config/defaults.toml"
         rows = re.findall(rf"^\| `{f.name.upper()}` \|", readme, flags=re.MULTILINE)
         assert len(rows) == 1, (
             f"{f.name.upper()} must be documented exactly once in the README settings table"
@@ -24,7 +24,7 @@ def test_every_setting_has_a_default_and_one_readme_row():
 
 
 def test_mediator_json_version_is_the_package_version():
-    config = json.loads((ROOT / "mediator.json").read_text())
+    config = json.loads((ROOT / "mediator" / "mediator.json").read_text())
     assert config["version"] == __version__
     assert re.fullmatch(r"\d+\.\d+\.\d+", config["version"])
 

@@ -1,10 +1,11 @@
 import os
 import subprocess
 import sys
+from dataclasses import fields
 
 import pytest
 
-from mediator.settings import SettingsError, load_settings
+from mediator.settings import SANDBOX_PASSWORD, Settings, SettingsError, load_settings
 
 
 def test_defaults_run_standalone_on_the_sandbox():
@@ -99,3 +100,52 @@ def test_console_overrides_are_validated(settings):
     assert changed.openimis_read_timeout == 12.5
     with pytest.raises(SettingsError, match="OPENIMIS_READ_TIMEOUT"):
         settings.with_overrides({"openimis_read_timeout": "-1"})
+
+
+def test_every_secret_can_be_read_from_a_file(tmp_path):
+    (tmp_path / "openimis").write_text("from-a-secret\n")
+    (tmp_path / "openhim").write_text("core-pass")
+    s = load_settings(
+        {
+            "OPENIMIS_PASSWORD_FILE": str(tmp_path / "openimis"),
+            "OPENHIM_API_URL": "https://openhim.example.org:8080",
+            "OPENHIM_PASSWORD_FILE": str(tmp_path / "openhim"),
+        }
+    )
+    assert s.openimis_password.reveal() == "from-a-secret"  # without the file's last newline
+    assert s.openhim_password.reveal() == "core-pass"
+    secrets = {f.name for f in fields(Settings) if f.type == "Secret"}
+    assert secrets == {"openimis_password", "openhim_password"}
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        (
+            {"OPENIMIS_PASSWORD_FILE": "/nonexistent/pw"},
+            "OPENIMIS_PASSWORD_FILE: cannot read /nonexistent/pw",
+        ),
+        (
+            {"OPENIMIS_PASSWORD": "x", "OPENIMIS_PASSWORD_FILE": "/etc/hostname"},
+            "OPENIMIS_PASSWORD: set it or",
+        ),
+    ],
+)
+def test_a_secret_file_that_cannot_be_used_is_named(env, message):
+    with pytest.raises(SettingsError) as err:
+        load_settings(env)
+    assert str(err.value).startswith(message) and "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("url", ["https://imis.example.org", "http://10.0.0.5:8000", "http://[2001:db8::1]"])
+def test_the_demo_password_is_refused_towards_a_real_server(url):
+    with pytest.raises(SettingsError) as err:
+        load_settings({"OPENIMIS_URL": url})
+    assert str(err.value).startswith("OPENIMIS_PASSWORD: the demo default is refused for OPENIMIS_URL")
+    assert SANDBOX_PASSWORD not in str(err.value)
+    assert load_settings({"OPENIMIS_URL": url, "OPENIMIS_PASSWORD": "real"}).openimis_url == url
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:8551", "http://localhost:8000", "http://[::1]:8000"])
+def test_the_demo_password_is_fine_on_this_host(url):
+    assert load_settings({"OPENIMIS_URL": url}).openimis_password.reveal() == SANDBOX_PASSWORD

@@ -2,12 +2,15 @@
 
 import sys
 
+from mediator.instance import claim_instance
 from mediator.serving import (
     gunicorn_options,
     log_cpu_binding,
     prepare_metrics_dir,
+    refuse_start,
     start_agent,
     start_embedded_sandbox_if_needed,
+    stop_children_at_exit,
 )
 from mediator.settings import SettingsError, load_settings
 
@@ -25,11 +28,22 @@ globals().update(gunicorn_options(_settings))
 
 
 def on_starting(server):
-    prepare_metrics_dir(_settings.mediator_state_dir)
-    server.mediator_children = {"sandbox": start_embedded_sandbox_if_needed(_settings)}
+    # Before any process is started: a failure here leaves nothing behind.
+    try:
+        server.mediator_lock = claim_instance(_settings)
+    except SettingsError as exc:
+        refuse_start(str(exc))
+    prepare_metrics_dir(_settings.mediator_state_dir)  # before any worker or the agent
+    server.mediator_children = {}
+    stop_children_at_exit(server)
 
 
 def when_ready(server):
+    # Once gunicorn listens: a taken port never leaves a sandbox running.
+    try:
+        server.mediator_children["sandbox"] = start_embedded_sandbox_if_needed(_settings)
+    except RuntimeError as exc:
+        refuse_start(str(exc))
     log_cpu_binding(_settings)
     # Started after the sandbox, so that the agent reads the sandbox's OPENIMIS_URL.
     server.mediator_children["agent"] = start_agent()
