@@ -45,8 +45,8 @@ from mediator.store.records import (
     ClaimState,
     QueueStats,
     StoreUnavailable,
-    column_value,
     record_row,
+    result_update,
     row_record,
 )
 
@@ -289,15 +289,7 @@ class PostgresClaimStore:
     def finish(self, record_id: str, lease_owner: str | None, notify: bool = False, **fields: Any) -> bool:
         """Update a record the caller holds the lease of; with `notify`, its outbox rows too."""
         fields.setdefault("updated_at", time.time())
-        assignments = ", ".join(f"{name} = %s" for name in fields) + (
-            ", version = version + 1" if notify else ""
-        )
-        values = [column_value(name, value) for name, value in fields.items()]
-        if lease_owner is None:
-            sql, params = f"UPDATE claims SET {assignments} WHERE id = %s", (*values, record_id)
-        else:
-            sql = f"UPDATE claims SET {assignments} WHERE id = %s AND lease_owner = %s"
-            params = (*values, record_id, lease_owner)
+        sql, params = result_update(record_id, lease_owner, notify, fields, "%s")
         if not notify:
             return self._run(lambda db: db.execute(sql, params).rowcount == 1)
         outbox = OUTBOX_INSERT.format(new_id=NEW_ID["postgresql"]).replace("?", "%s")

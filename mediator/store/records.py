@@ -110,6 +110,24 @@ def column_value(name: str, value: Any) -> Any:
     return value
 
 
+def result_update(
+    record_id: str, lease_owner: str | None, notify: bool, fields: dict[str, Any], mark: str
+) -> tuple[str, tuple[Any, ...]]:
+    """The UPDATE that records a result (both stores): only by the lease's holder when one is
+    named; `notify` counts a new version of the claim's answer. `mark`: the driver's placeholder."""
+    assignments = ", ".join(f"{name} = {mark}" for name in fields) + (
+        ", version = version + 1" if notify else ""
+    )
+    values = tuple(column_value(name, value) for name, value in fields.items())
+    if lease_owner is None:
+        return f"UPDATE claims SET {assignments} WHERE id = {mark}", (*values, record_id)
+    return f"UPDATE claims SET {assignments} WHERE id = {mark} AND lease_owner = {mark}", (
+        *values,
+        record_id,
+        lease_owner,
+    )
+
+
 def record_row(record: ClaimRecord) -> tuple[Any, ...]:
     return tuple(column_value(name, getattr(record, name)) for name in COLUMNS)
 

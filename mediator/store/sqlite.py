@@ -45,8 +45,8 @@ from mediator.store.records import (
     ClaimRecord,
     ClaimState,
     QueueStats,
-    column_value,
     record_row,
+    result_update,
     row_record,
 )
 
@@ -317,15 +317,7 @@ class SqliteClaimStore:
 
     def finish(self, record_id: str, lease_owner: str | None, notify: bool = False, **fields: Any) -> bool:
         fields.setdefault("updated_at", time.time())
-        assignments = ", ".join(f"{name} = ?" for name in fields) + (
-            ", version = version + 1" if notify else ""
-        )
-        values = [column_value(name, value) for name, value in fields.items()]
-        if lease_owner is None:
-            sql, params = f"UPDATE claims SET {assignments} WHERE id = ?", (*values, record_id)
-        else:
-            sql = f"UPDATE claims SET {assignments} WHERE id = ? AND lease_owner = ?"
-            params = (*values, record_id, lease_owner)
+        sql, params = result_update(record_id, lease_owner, notify, fields, "?")
         held = fields.get("state") == ClaimState.QUEUED  # answered 202: in the mediator's custody
         if not notify:
             return self._batches().run(lambda db: db.execute(sql, params).rowcount == 1, durable=held)
