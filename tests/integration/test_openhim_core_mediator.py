@@ -280,7 +280,7 @@ def mediator_record_by_urn(core, urn):
 def test_a_restart_against_a_core_that_knows_the_mediator_heartbeats(openhim_core, sandbox, tmp_path):
     """Every deploy or crash restart: core has the mediator and its channels already."""
     urn = "urn:mediator:restart-check"
-    template = json.loads((Path(__file__).parents[2] / "mediator.json").read_text())
+    template = json.loads((Path(__file__).parents[2] / "mediator" / "mediator.json").read_text())
     for channel in template["defaultChannelConfig"]:  # names and paths of their own: no other test
         channel["name"] += " (restart check)"  # routes through them, and they start absent
         channel["urlPattern"] = "^/restart-check" + channel["urlPattern"].lstrip("^")

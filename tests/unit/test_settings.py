@@ -115,7 +115,7 @@ def test_every_secret_can_be_read_from_a_file(tmp_path):
     assert s.openimis_password.reveal() == "from-a-secret"  # without the file's last newline
     assert s.openhim_password.reveal() == "core-pass"
     secrets = {f.name for f in fields(Settings) if f.type == "Secret"}
-    assert secrets == {"openimis_password", "openhim_password"}
+    assert secrets == {"openimis_password", "openhim_password", "claim_store_url"}
 
 
 @pytest.mark.parametrize(
