@@ -125,10 +125,10 @@ FORK_AND_KILL_MASTER = """
 import os, signal, sys, time
 from mediator.instance import InstanceLock
 InstanceLock(sys.argv[1]).acquire()
-if os.fork() == 0:  # a worker, as gunicorn forks it
+if os.fork() == 0:  # a worker, as gunicorn forks it (the fork hooks have run when it runs)
+    print("worker", flush=True)
     time.sleep(30)
     os._exit(0)
-print("forked", flush=True)
 time.sleep(30)
 """
 
@@ -141,7 +141,7 @@ def test_the_lock_is_the_masters_alone_not_its_workers(tmp_path):
         start_new_session=True,
     )
     try:
-        assert master.stdout.readline() == "forked\n"
+        assert master.stdout.readline() == "worker\n"
         master.kill()  # the master alone: its worker lives on a while
         master.wait()
         assert InstanceLock(tmp_path).holder() is None
