@@ -9,7 +9,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 # Installed from a copy removed afterwards: the package (configuration included) is the only copy.
 COPY pyproject.toml README.md /tmp/src/
 COPY mediator /tmp/src/mediator
-RUN pip install --no-cache-dir /tmp/src \
+RUN pip install --no-cache-dir "/tmp/src[postgres]" \
     && rm -rf /tmp/src \
     && useradd --system --uid 10001 --home-dir /app mediator \
     && mkdir -p /app/var && chown mediator /app/var && chmod 0700 /app/var

@@ -46,6 +46,19 @@ def _parser() -> argparse.ArgumentParser:
     show.add_argument("key")
     retry = queue_commands.add_parser("retry", help="make a held claim due now (by claim code or id)")
     retry.add_argument("key")
+    notifications = commands.add_parser("notifications", help="facilities' notifications (the outbox)")
+    note_commands = notifications.add_subparsers(dest="notification_command", required=True)
+    note_commands.add_parser("list", help="the latest notifications and the subscriptions' state")
+    note_show = note_commands.add_parser("show", help="one notification, by id")
+    note_show.add_argument("key")
+    note_retry = note_commands.add_parser("retry", help="make a pending notification due now")
+    note_retry.add_argument("key")
+    store = commands.add_parser("store", help="the claim store")
+    store_commands = store.add_subparsers(dest="store_command", required=True)
+    migrate = store_commands.add_parser(
+        "migrate", help="copy this instance's SQLite claims into the PostgreSQL store (CLAIM_STORE_URL)"
+    )
+    migrate.add_argument("--from", dest="source", help="the SQLite file (default: this instance's)")
     cache = commands.add_parser("cache", help="the services/items cache")
     cache_commands = cache.add_subparsers(dest="cache_command", required=True)
     cache_commands.add_parser("status", help="when the copy was refreshed and what it holds")
@@ -74,6 +87,16 @@ def _run(argv: list[str] | None) -> int:
         from mediator.queue_cli import run_queue_command
 
         return run_queue_command(settings, args.queue_command, getattr(args, "key", None))
+
+    if args.command == "notifications":
+        from mediator.queue_cli import run_notification_command
+
+        return run_notification_command(settings, args.notification_command, getattr(args, "key", None))
+
+    if args.command == "store":
+        from mediator.queue_cli import run_store_command
+
+        return run_store_command(settings, args.source)
 
     if args.command == "cache":
         from mediator.queue_cli import run_cache_command

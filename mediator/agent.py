@@ -17,6 +17,7 @@ import time
 from typing import Any
 
 from mediator.forwarder import Forwarder
+from mediator.notifications.delivery import Notifier
 from mediator.openhim.api import OpenHimApi
 from mediator.openhim.live_config import (
     CONSOLE_CONFIG_FILE,
@@ -26,6 +27,7 @@ from mediator.openhim.live_config import (
 )
 from mediator.openhim.orchestrations import iso_now
 from mediator.openhim.registration import heartbeat, install_channels, register, registration_document
+from mediator.openhim.transactions import append_orchestrations
 from mediator.runtime import MediatorRuntime
 from mediator.settings import Settings, SettingsError
 from mediator.transactions.catalogue import CatalogueRefresher
@@ -58,7 +60,9 @@ class OpenHimAgent:
         beats = 0
         while not stop.is_set():
             try:
-                want_config = beats % CONFIG_RECHECK_BEATS == 0
+                # Replicas (a shared claim store) ask at every beat: core hands a console change
+                # to the first heartbeat only, which may be another replica's.
+                want_config = bool(self.base_settings.claim_store_url) or beats % CONFIG_RECHECK_BEATS == 0
                 config = heartbeat(self.api, self.settings.mediator_urn, self.uptime(), want_config)
                 beats += 1
                 self._update(last_heartbeat=iso_now(), heartbeat_error=None)
@@ -80,15 +84,17 @@ class OpenHimAgent:
             attempt += 1
             try:
                 register(self.api, document)
+                installed = None
                 if self.base_settings.openhim_install_channels:
-                    install_channels(self.api, document["urn"])
+                    installed = install_channels(self.api, document["urn"])
                 log.info(
                     "registered with OpenHIM",
                     extra={
                         "urn": document["urn"],
                         "version": document["version"],
                         "auth": self.api.scheme,
-                        "channels_installed": self.base_settings.openhim_install_channels,
+                        # The names installed now; [] when core had them all (left as they are).
+                        "channels_installed": installed,
                     },
                 )
                 self._update(mode="registered", registered=True, registered_at=iso_now(), error=None)
@@ -155,6 +161,11 @@ def run_agent(settings: Settings) -> int:
     forwarder = Forwarder(runtime, api)
     forwarding = threading.Thread(target=forwarder.run, args=(stop,), name="forwarder", daemon=True)
     forwarding.start()
+    report = (
+        None if api is None else (lambda tx, orchestration: append_orchestrations(api, tx, [orchestration]))
+    )
+    notifier = Notifier(runtime, report)
+    threading.Thread(target=notifier.run, args=(stop,), name="notifier", daemon=True).start()
     refresher = CatalogueRefresher(lambda: runtime.settings, lambda: runtime.openimis, state)
     threading.Thread(target=refresher.run, args=(stop,), name="catalogue", daemon=True).start()
     if api is not None:

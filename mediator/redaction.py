@@ -39,6 +39,8 @@ _PATTERNS = (
     re.compile(r"\beyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*"),
     # "password": "..." / password=... in JSON or form text.
     re.compile(r'(?i)("?(?:password|token|secret)"?\s*[:=]\s*)("(?:[^"\\]|\\.)*"|[^\s&,}]+)'),
+    # The password of a URL's user (postgresql://user:password@host/db).
+    re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://[^/\s:@]+:)[^@\s/]+@"),
 )
 
 
@@ -58,7 +60,14 @@ def redact_text(text: str) -> str:
         text = _PATTERNS[1].sub(REDACTED, text)
     if token or "password" in lowered or "secret" in lowered:
         text = _PATTERNS[2].sub(lambda m: f'{m.group(1)}"{REDACTED}"', text)
+    if "@" in text and "://" in text:
+        text = masked_url(text)
     return text
+
+
+def masked_url(url: str) -> str:
+    """A URL (or text) with the password of any `user:password@` masked."""
+    return _PATTERNS[3].sub(lambda m: f"{m.group(1)}{REDACTED}@", url)
 
 
 def redact_headers(headers: Mapping[str, str]) -> dict[str, str]:

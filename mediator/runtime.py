@@ -10,6 +10,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from mediator.openhim.live_config import (
@@ -22,7 +23,7 @@ from mediator.openhim.orchestrations import OrchestrationRecorder
 from mediator.openimis.client import OpenImisClient
 from mediator.openimis.errors import OpenImisError
 from mediator.settings import Settings, SettingsError
-from mediator.store import ClaimStore, SqliteClaimStore
+from mediator.store import ClaimStore, StoreUnavailable, open_claim_store
 from mediator.transactions.catalogue import Catalogue, CatalogueView
 from mediator.transactions.claims.submission import ClaimSubmission
 
@@ -52,21 +53,28 @@ class MediatorRuntime:
         settings: Settings,
         client_factory: Callable[[Settings], OpenImisClient] = OpenImisClient,
     ) -> None:
-        self._client_factory = client_factory
+        self.store: ClaimStore = open_claim_store(settings)
+        shared_guard = getattr(self.store, "login_guard", None)  # replicas share failed logins
+        self._client_factory: Callable[[Settings], OpenImisClient] = (
+            client_factory if shared_guard is None else partial(client_factory, login_guard=shared_guard)
+        )
         self._lock = threading.Lock()
         self._base_settings = settings
         self._settings = settings
-        self._openimis = client_factory(settings)
+        self._openimis = self._client_factory(settings)
         self._shared = SharedState(settings.mediator_state_dir)
         self._console_config_version: int | None = None
         self._next_config_check = 0.0
         self._ready_cache: tuple[float, dict[str, Any]] | None = None
-        self.store: ClaimStore = SqliteClaimStore(settings.claim_store_file)
         self.claims = ClaimSubmission(self.store, lambda: self._openimis, lambda: self._settings)
         self._catalogue = CatalogueView(self._shared)
         self.config_error: str | None = None
         if not settings.openimis_verify_tls:
             log.warning("TLS verification towards openIMIS is OFF (OPENIMIS_VERIFY_TLS=false)")
+
+    @property
+    def store_kind(self) -> str:
+        return "postgresql" if self._base_settings.claim_store_url else "sqlite"
 
     @property
     def settings(self) -> Settings:
@@ -112,12 +120,22 @@ class MediatorRuntime:
         return self._catalogue.current(self._settings.master_data_cache_enabled)
 
     def queue_status(self) -> dict[str, Any]:
-        stats = self.store.stats(time.time())
+        try:
+            stats = self.store.stats(time.time())
+            notes = self.store.notifications.notification_stats()
+        except StoreUnavailable as exc:
+            return {"store": "unreachable", "error": str(exc)}
         return {
+            "store": self.store_kind,
             "queue_depth": stats.depth,
             "oldest_queued_age_s": stats.oldest_queued_age_s,
             "last_forwarding_error": stats.last_error,
             "awaiting_adjudication": stats.awaiting_adjudication,
+            "unconfirmed_for_an_operator": stats.unconfirmed,
+            "notifications_pending": notes.pending,
+            "notifications_delivered": notes.delivered,
+            "subscriptions_active": notes.subscriptions_active,
+            "subscriptions_in_error": notes.subscriptions_in_error,
             "finished_records": stats.finished,
         }
 

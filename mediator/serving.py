@@ -9,6 +9,7 @@ from __future__ import annotations
 import atexit
 import logging
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -16,6 +17,7 @@ import sys
 import threading
 import time
 from functools import partial
+from pathlib import Path
 from typing import Any, NoReturn
 
 from gunicorn.glogging import Logger as GunicornLogger
@@ -63,12 +65,24 @@ class QuietAccessLogger(GunicornLogger):
             super().access(resp, req, environ, request_time)
 
 
+def prepare_metrics_dir(state_dir: str) -> None:
+    """In the master, before any worker or the agent: an empty directory for this run's metrics.
+
+    prometheus-client reads the variable when it is first imported, so the processes that
+    inherit it (workers, agent) all count into the files of this directory (`mediator.metrics`).
+    """
+    directory = Path(state_dir) / "metrics"
+    shutil.rmtree(directory, ignore_errors=True)
+    directory.mkdir(parents=True, exist_ok=True)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(directory)
+
+
 def gunicorn_options(settings: Settings) -> dict[str, Any]:
     return {
         "bind": [f"{settings.mediator_host}:{settings.mediator_port}"],
         "workers": settings.mediator_workers,
         "threads": settings.mediator_threads,
-        "worker_class": "gthread",
+        "worker_class": "mediator.web.worker.FhirThreadWorker",  # gthread, errors in FHIR
         "timeout": int(settings.openimis_connect_timeout + settings.openimis_read_timeout)
         + WORKER_TIMEOUT_MARGIN_S,
         "graceful_timeout": 30,

@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import socket
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -93,12 +95,22 @@ class Settings:
     openhim_install_channels: bool
 
     claim_store_path: str
+    #: postgresql://user:password@host:port/db: the store several replicas share (empty: SQLite).
+    claim_store_url: Secret
+    claim_store_pool_size: int
     claim_retention_days: float = field(metadata=console("claimRetentionDays"))
     forward_backoff_initial: float = field(metadata=console("forwardBackoffInitial"))
     forward_backoff_max: float = field(metadata=console("forwardBackoffMax"))
     forward_backoff_jitter: float = field(metadata=console("forwardBackoffJitter"))
     forward_poll_interval: float
     adjudication_poll_interval: float = field(metadata=console("adjudicationPollInterval"))
+
+    subscription_endpoint_allowlist: str = field(metadata=console("subscriptionEndpointAllowlist"))
+    notification_backoff_initial: float = field(metadata=console("notificationBackoffInitial"))
+    notification_backoff_max: float = field(metadata=console("notificationBackoffMax"))
+    notification_max_failures: int = field(metadata=console("notificationMaxFailures"))
+    notification_timeout: float
+    adjudication_follow_days: float = field(metadata=console("adjudicationFollowDays"))
 
     master_data_cache_enabled: bool = field(metadata=console("masterDataCacheEnabled"))
     master_data_refresh_interval: float = field(metadata=console("masterDataRefreshInterval"))
@@ -112,8 +124,15 @@ class Settings:
 
     @property
     def openimis_fhir_base(self) -> str:
-        """Absolute FHIR base of openIMIS, always ending with a slash (openIMIS needs it)."""
-        return self.openimis_url.rstrip("/") + "/" + self.openimis_fhir_path.strip("/") + "/"
+        """Absolute FHIR base of openIMIS, always ending with a slash (openIMIS needs it).
+
+        An `OPENIMIS_URL` that already ends with the FHIR path (`https://imis.example.org/api/api_fhir_r4/`,
+        what an operator copies from a browser) is taken as the base itself, never doubled.
+        """
+        root, path = self.openimis_url.rstrip("/"), self.openimis_fhir_path.strip("/")
+        if path and urlsplit(root).path.rstrip("/").endswith("/" + path):
+            return root + "/"
+        return root + "/" + path + "/" if path else root + "/"
 
     @property
     def public_base_url(self) -> str:
@@ -133,6 +152,11 @@ class Settings:
     @property
     def claim_store_file(self) -> Path:
         return Path(self.claim_store_path or Path(self.mediator_state_dir) / "claims.sqlite3")
+
+    @cached_property
+    def replica_name(self) -> str:
+        """How this instance is named in the leases it holds (`queue show`): host and port."""
+        return f"{socket.gethostname()}:{self.mediator_port}"
 
     @property
     def claim_lease_s(self) -> float:
@@ -277,6 +301,10 @@ def _check(s: Settings) -> None:
             parts = urlsplit(url)
             if parts.scheme not in ("http", "https") or not parts.netloc:
                 fail(url_field, f"{url!r} is not an absolute http(s) URL")
+    if s.claim_store_url and not s.claim_store_url.reveal().startswith(("postgresql://", "postgres://")):
+        fail("claim_store_url", "must be a postgresql://user:password@host:port/database URL")
+    if s.claim_store_pool_size < 1:
+        fail("claim_store_pool_size", "must be at least 1")
     if not s.openimis_fhir_path.startswith("/"):
         fail("openimis_fhir_path", f"{s.openimis_fhir_path!r} must start with '/'")
     for bundle_field in ("openimis_ca_bundle", "openhim_ca_bundle"):

@@ -2,15 +2,25 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from mediator.settings import Settings, load_settings
 
 FIXTURES = Path(__file__).parent / "fixtures"
+#: Answers of a real openIMIS 24.04 backend (README inside): where they and a belief differ, they win.
+REAL_OPENIMIS = FIXTURES / "openimis" / "real-24.04"
 
-pytest_plugins = ["tests.support.openhim_fixtures"]
+
+def real_capture(name: str) -> Any:
+    """A fresh copy of one real openIMIS answer, e.g. `real_capture("Patient_search_identifier_070707070")`."""
+    return json.loads((REAL_OPENIMIS / f"{name}.json").read_text(encoding="utf-8"))
+
+
+pytest_plugins = ["tests.support.openhim_fixtures", "tests.support.postgres_fixtures"]
 
 
 @pytest.fixture

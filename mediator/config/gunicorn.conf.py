@@ -6,6 +6,7 @@ from mediator.instance import claim_instance
 from mediator.serving import (
     gunicorn_options,
     log_cpu_binding,
+    prepare_metrics_dir,
     refuse_start,
     start_agent,
     start_embedded_sandbox_if_needed,
@@ -32,6 +33,7 @@ def on_starting(server):
         server.mediator_lock = claim_instance(_settings)
     except SettingsError as exc:
         refuse_start(str(exc))
+    prepare_metrics_dir(_settings.mediator_state_dir)  # before any worker or the agent
     server.mediator_children = {}
     stop_children_at_exit(server)
 

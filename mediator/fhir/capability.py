@@ -27,7 +27,11 @@ _PAGING = (
     SearchParam("_count", "number", "Page size (capped at 500)."),
     SearchParam("page-offset", "number", "1-based page number, as in the Bundle's next/previous links."),
     SearchParam("_lastUpdated", "date", "Changed since/before, with prefixes eq|gt|lt|ge|le..."),
-    SearchParam("identifier", "token", "The openIMIS code or UUID; a searchset with 0 or 1 entries."),
+    SearchParam(
+        "identifier",
+        "token",
+        "The openIMIS code or UUID; A,B is either, a repeated identifier is both (at most 20 values).",
+    ),
 )
 
 SUPPORTED: tuple[ResourceSupport, ...] = (
@@ -45,21 +49,35 @@ SUPPORTED: tuple[ResourceSupport, ...] = (
     ),
     ResourceSupport(
         "Claim",
-        ("create",),
+        ("create", "read"),
         (),
         "Claim submit (OpenHIE step 7), use = claim: validated, normalised for openIMIS, recorded durably, "
         "idempotent on claim code + facility (a retry returns the recorded answer; other content: 409). "
         "Answers a ClaimResponse: positive 201, negative 200, queued 202 with Location. "
-        "preauthorization and predetermination: 422 not-supported.",
+        "preauthorization and predetermination: 422 not-supported. "
+        "Read: the claim as the facility sent it, under the id of its ClaimResponse (its `request`).",
     ),
     ResourceSupport(
         "ClaimResponse",
         ("read", "search-type"),
         (
             SearchParam("identifier", "token", "The claim code."),
-            SearchParam("request", "reference", "Claim/<openIMIS claim UUID>."),
+            SearchParam("request", "reference", "Claim/<id> (the mediator's id, or openIMIS's claim UUID)."),
         ),
-        "The answer to a claim (OpenHIE steps 11/13/15); poll a queued one until it is final.",
+        "The answer to a claim (OpenHIE steps 11/13/15); poll a queued one until it is final, or subscribe.",
+    ),
+    ResourceSupport(
+        "Subscription",
+        ("create", "read", "update", "delete", "search-type"),
+        (SearchParam("status", "token", "active | error | off."),),
+        "Push of claim results (OpenHIE: return queued status notification). criteria: "
+        "ClaimResponse?requestor=Organization/<facility code>[&outcome=positive|negative|queued] or "
+        "ClaimResponse?identifier=<claim code>; channel.type rest-hook; channel.endpoint an https URL (or one the "
+        "operator allows); channel.payload application/fhir+json (the ClaimResponse) or absent (an empty ping); "
+        "channel.header sent with each notification, never shown back. Sent when a claim's answer changes after "
+        "the facility was answered (delivered, adjudicated, valuated, rejected), at least once, with "
+        "X-Notification-Id and the claim's version (meta.versionId). After repeated failures: status error; "
+        "PUT it with status active to resume.",
     ),
     ResourceSupport(
         "Patient",
@@ -68,7 +86,8 @@ SUPPORTED: tuple[ResourceSupport, ...] = (
             SearchParam(
                 "identifier",
                 "token",
-                "The insuree number ([system|]value); a searchset with 0 or 1 entries. Required: insurees are not listed.",
+                "The insuree number ([system|]value); A,B is either, a repeated identifier is both. "
+                "Required: insurees are not listed.",
             ),
         ),
         "openIMIS insurees. Read by UUID or insuree number (the current insuree row).",

@@ -25,6 +25,27 @@ class Issue:
         return issue
 
 
+#: The transaction log's `outcome` of a client error (4xx), by HTTP status: one word per kind of
+#: refusal; the issues logged with it say what exactly was wrong.
+CLIENT_OUTCOMES = {
+    400: "invalid",
+    403: "forbidden",
+    404: "not-found",
+    405: "not-supported",
+    406: "not-supported",
+    409: "conflict",
+    413: "too-large",
+    414: "too-large",
+    415: "not-supported",
+    422: "invalid",
+    431: "too-large",
+}
+
+
+def client_outcome(status: int) -> str:
+    return CLIENT_OUTCOMES.get(status, "invalid")
+
+
 def operation_outcome(issues: Sequence[Issue]) -> dict[str, Any]:
     return {"resourceType": "OperationOutcome", "issue": [i.to_fhir() for i in issues]}
 
@@ -36,7 +57,8 @@ class FhirError(Exception):
     status: int
     issues: Sequence[Issue]
     headers: Mapping[str, str] = field(default_factory=dict)
-    #: For the transaction log: what kind of failure this was (client, upstream...).
+    #: For the transaction log, of a 5xx: what kind of failure this was. A client error's (4xx)
+    #: outcome is its status's, from CLIENT_OUTCOMES: one vocabulary wherever it is raised.
     outcome: str = "error"
 
     def __str__(self) -> str:

@@ -57,10 +57,60 @@ def register(api: OpenHimApi, document: dict[str, Any]) -> None:
         raise OpenHimError(f"registration answered {response.status_code}: {response.text[:300]}")
 
 
-def install_channels(api: OpenHimApi, urn: str) -> None:
-    response = api.request("POST", f"/mediators/{quote(urn, safe='')}/channels", [])
-    if response.status_code not in (200, 201):
-        raise OpenHimError(f"channel installation answered {response.status_code}: {response.text[:300]}")
+def install_channels(api: OpenHimApi, urn: str) -> list[str]:
+    """Install the mediator's default channels that core does not have yet; returns their names.
+
+    Core creates every channel it is asked for, and a name it already has fails the whole call
+    (500, E11000 duplicate key on `name`): after a restart, all of them would. So channels are
+    installed by name, only those missing; one that exists (installed before, made or changed
+    by an operator, even deleted in the console) is left as it is.
+    """
+    path = f"/mediators/{quote(urn, safe='')}"
+    wanted = _default_channel_names(api, path)
+    existing = _channel_names(api)
+    missing = [name for name in wanted if name not in existing]
+    if not missing:
+        return []
+    response = api.request("POST", f"{path}/channels", missing)
+    if response.status_code in (200, 201):
+        return missing
+    # Another instance (or an operator) may have made one in between: what counts is that they exist.
+    still_missing = [name for name in missing if name not in _channel_names(api)]
+    if still_missing:
+        raise OpenHimError(
+            f"channel installation answered {response.status_code}: {response.text[:300]}"
+            f" (missing: {', '.join(still_missing)})"
+        )
+    return missing
+
+
+def _default_channel_names(api: OpenHimApi, mediator_path: str) -> list[str]:
+    """The channels core would install for the mediator: those of the document it kept (core
+    keeps the first registration of a version, whatever is sent again)."""
+    response = api.request("GET", mediator_path)
+    if response.status_code != 200:
+        raise OpenHimError(f"mediator read answered {response.status_code}: {response.text[:200]}")
+    mediator = _json(response)
+    config = mediator.get("defaultChannelConfig") if isinstance(mediator, dict) else None
+    return [str(c["name"]) for c in _json_list(config) if c.get("name")]
+
+
+def _channel_names(api: OpenHimApi) -> set[str]:
+    response = api.request("GET", "/channels")
+    if response.status_code != 200:
+        raise OpenHimError(f"channel list answered {response.status_code}: {response.text[:200]}")
+    return {str(c.get("name")) for c in _json_list(_json(response))}
+
+
+def _json(response: Any) -> Any:
+    try:
+        return response.json()
+    except ValueError:
+        raise OpenHimError(f"OpenHIM answered a body that is not JSON ({response.status_code})") from None
+
+
+def _json_list(value: Any) -> list[dict[str, Any]]:
+    return [v for v in value if isinstance(v, dict)] if isinstance(value, list) else []
 
 
 def heartbeat(api: OpenHimApi, urn: str, uptime_s: float, want_config: bool) -> dict[str, Any] | None:

@@ -21,6 +21,7 @@ from typing import Any
 
 import requests
 
+from mediator import metrics
 from mediator.jsontext import parse_json
 from mediator.openhim.orchestrations import OrchestrationRecorder, UpstreamCall
 from mediator.openimis.errors import (
@@ -87,16 +88,20 @@ class OpenImisClient:
         settings: Settings,
         session: requests.Session | None = None,
         clock: Callable[[], float] = time.time,
+        login_guard: Callable[[float, str], LoginGuard] | None = None,
     ) -> None:
+        """`login_guard(base_delay, credentials)` makes the guard failed logins are shared in
+        (default: a file of the instance's state directory)."""
         self.base = settings.openimis_fhir_base
         self._username = settings.openimis_username
         self._password = settings.openimis_password
         self._timeout = (settings.openimis_connect_timeout, settings.openimis_read_timeout)
-        self._login_guard = LoginGuard(
-            Path(settings.mediator_state_dir) / "openimis-login-guard.json",
-            settings.openimis_login_retry_after,
-            f"{self.base}\n{settings.openimis_username}\n{settings.openimis_password.reveal()}",
-        )
+        credentials = f"{self.base}\n{settings.openimis_username}\n{settings.openimis_password.reveal()}"
+        if login_guard is None:
+            path = Path(settings.mediator_state_dir) / "openimis-login-guard.json"
+            self._login_guard = LoginGuard(path, settings.openimis_login_retry_after, credentials)
+        else:
+            self._login_guard = login_guard(settings.openimis_login_retry_after, credentials)
         self._clock = clock
         self._session = session or requests.Session()
         adapter = OpenImisAdapter(pool_connections=2, pool_maxsize=settings.openimis_pool_size)
@@ -240,10 +245,12 @@ class OpenImisClient:
         except requests.Timeout as exc:
             call.ended, call.error = time.time(), f"timeout: {type(exc).__name__}"
             recorder.record(call)
+            metrics.upstream_call(method, path, "timeout", call.ended - started)
             raise OpenImisTimeout(f"{name}: no answer within {self._timeout[1]} s") from None
         except requests.RequestException as exc:
             call.ended, call.error = time.time(), f"unreachable: {type(exc).__name__}"
             recorder.record(call)
+            metrics.upstream_call(method, path, "unreachable", call.ended - started)
             raise OpenImisUnreachable(f"{name}: {type(exc).__name__}") from None
         call.ended = time.time()
         call.url = r.url
@@ -251,6 +258,9 @@ class OpenImisClient:
         call.response_headers = dict(r.headers)
         call.response_body = r.content
         recorder.record(call)
+        metrics.upstream_call(
+            method, path, "ok" if r.status_code < 400 else str(r.status_code), call.ended - started
+        )
         return UpstreamResponse(r.status_code, r.headers, r.content)
 
 

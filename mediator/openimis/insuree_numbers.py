@@ -15,6 +15,8 @@ from collections.abc import Callable
 
 from mediator.openhim.orchestrations import OrchestrationRecorder
 from mediator.openimis.client import OpenImisClient
+from mediator.openimis.errors import OpenImisBroken
+from mediator.openimis.identifiers import openimis_uuid
 from mediator.openimis.reads import find_by_identifier
 
 TTL_S = 600.0
@@ -41,9 +43,12 @@ class InsureeNumbers:
         )
         if patient is None:
             return None  # unknown insurees are not remembered: they may be enrolled any minute
+        uuid = openimis_uuid(patient)  # not `id`: openIMIS puts the insuree number there
+        if uuid is None:
+            raise OpenImisBroken("openIMIS Patient has no UUID identifier")
         with self._lock:
-            self._known[insuree_number] = (patient["id"], now + TTL_S)
+            self._known[insuree_number] = (uuid, now + TTL_S)
             self._known.move_to_end(insuree_number)
             while len(self._known) > MAX_ENTRIES:
                 self._known.popitem(last=False)
-        return patient["id"]
+        return uuid

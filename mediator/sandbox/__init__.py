@@ -33,11 +33,13 @@ HF0001    Rapta District Hospital                  every service and every item
 HF0002    Jambero Health Centre                    A1 ANC1 L1 L2 L3 M7 /
                                                    0001 0004 0012 0021 0035 0041 0057
 HF0003    Mwana Dispensary                         A1 L1 / 0004 0021 0035
+JMDP001   Demo Dispensary (a code of openIMIS's    every service and every item
+          stock demo data)
 12345678  Test Health Facility (UUID               A1 M7 / 0001 0004
           6d0eea8c-62eb-11ea-94d6-c36229a16c2f)
 ========  =======================================  ====================================
 
-Claim administrators (Practitioner): JMDP0011 (HF0001), JMDP0012 (HF0002),
+Claim administrators (Practitioner): JMDP0011 (HF0001; in openIMIS's demo data, JMDP001's), JMDP0012 (HF0002),
 JMDP0013 (HF0003), VITEST99 (UUID 044c33d1-dbf3-4d6a-9924-3797b461e535, 12345678).
 
 Services (ActivityDefinition; price): A1 General Consultation 10, A2 Specialist
@@ -47,7 +49,7 @@ H1 Hospital Stay per day 25.
 Items (Medication; price): 0001 Aspirin 0.5, 0004 Paracetamol 10 (UUID e2bc1546-...),
 0012 Amoxicillin 1.2, 0021 Artemether/Lumefantrine 4.5, 0035 ORS 0.3,
 0041 Metronidazole 0.8, 0057 Ibuprofen 0.6, 0099 Ceftriaxone 6, 0102 Gauze roll 2.
-ICD codes: A00 A01 A09 B50 B54 G44 J06 J18 O80 Z34 T_CD.
+ICD codes: A00 A000 A01 A09 B50 B54 G44 J06 J18 O80 Z34 T_CD.
 
 Claim outcomes (see rules.py)
 -----------------------------
@@ -103,8 +105,7 @@ Known differences from openIMIS
 * In-memory by default (see above), small seed; only the resources above (no Group, Location, Contract,
   InsurancePlan, Invoice, Communication, Subscription...). Patient, Medication and the
   other CRUD types are read-only (405 on write). Contained resources in a Claim are not
-  supported (the reference fails as unknown). Coverage list filters by ``patient`` or
-  ``beneficiary`` (UUID or CHF id) - a sandbox convenience.
+  supported (the reference fails as unknown).
 * Rule engine covers reasons 2, 3, 7, 9 only; no care type, frequency, limits or waiting
   periods; prices are never checked and approved = asked.
 * Claim code uniqueness is per facility. More than 5 diagnoses: the extra ones are
@@ -112,10 +113,18 @@ Known differences from openIMIS
   ``'NoneType' object has no attribute 'code'`` (the upstream AttributeError).
 * 401 bodies are DRF's ``{"detail": ...}``; 406/415/429/405 are OperationOutcomes with
   severity ``fatal`` (DRF APIException through the openIMIS exception handler).
-* Unknown ``?identifier=`` answers 404 OperationOutcome (code not-found, no details) for
-  Patient (as seen on 24.04) and, by analogy, Medication; reads of unknown ids answer 500.
-* Bundle links: query part quote_plus-encoded (config.link_style="plain" for plain URLs);
+* Unknown ``?identifier=`` answers 404 OperationOutcome (code not-found, "Resource for
+  identifier N not found") for Patient (as seen on 24.04) and, by analogy, Medication; reads of
+  unknown ids answer 500.
+* Bundle links: the whole URL quote_plus-encoded (config.link_style="plain" for plain URLs);
   next/previous have their parameters sorted like DRF's replace_query_param.
+
+Shaped as a real 24.04 backend answers (held against its captures by
+tests/sandbox/test_real_contract.py): Patient ``id`` is the insuree number (the UUID only in
+the identifier typed UUID); Coverage has no ``id`` (identifiers UUID and ACSN) and
+``Coverage?beneficiary=`` filters nothing; ClaimResponse ``id`` is the claim code, its patient,
+requestor and item references are by code and ``request`` is ``ClaimV2/<code>``; the failing
+eligibility service's 500 says ``'NoneType' object has no attribute 'name'``.
 * POST to a path without trailing slash answers 404 (Django answers 500/RuntimeError).
 * The fail_next fault does not apply to login/; use login_fails for that.
 * JWTs are signed by the sandbox (HS256, payload username/exp/origIat); the FHIR login

@@ -362,23 +362,27 @@ class Sandbox:
         if ident is not None:
             item = st.item(ident)
             if item is None:
-                raise ApiError(None, 404, "error", "not-found")
+                raise ApiError(f"Resource for identifier {ident} not found", 404, "error", "not-found")
             return _json(resources.medication(item, cur))
         return self._bundle(st.items, lambda i: resources.medication(i, cur))
 
     def _patients(self, key: str | None) -> Any:
         st = self.store
+
+        def render(ins: Any) -> Json:
+            return resources.patient(ins, st.family_head_chf_id(ins))
+
         if key is not None:
             ins = st.insuree_current(key)
-            return resources.patient(ins) if ins else None
+            return render(ins) if ins else None
         ident = request.args.get("identifier")
         if ident is not None:
             ins = st.insuree_current(ident)
             if ins is None:
-                raise ApiError(None, 404, "error", "not-found")
-            return _json(resources.patient(ins))
+                raise ApiError(f"Resource for identifier {ident} not found", 404, "error", "not-found")
+            return _json(render(ins))
         rows = [i for i in st.insurees if i.validity_to is None]
-        return self._bundle(rows, resources.patient)
+        return self._bundle(rows, render)
 
     def _organizations(self, key: str | None) -> Any:
         st = self.store
@@ -408,17 +412,16 @@ class Sandbox:
     def _coverages(self, key: str | None) -> Any:
         st = self.store
 
+        numbers = {uuid: n for n, uuid in enumerate(st.policies, start=1)}
+
         def render(p: Any) -> Json:
-            return resources.coverage(p, st.products[p.product_code])
+            return resources.coverage(p, st.products[p.product_code], numbers[p.uuid])
 
         if key is not None:
             pol = st.policy(key)
             return render(pol) if pol else None
+        # As on 24.04: `beneficiary` (or `patient`) filters nothing; every policy is listed.
         rows = sorted(st.policies.values(), key=lambda p: p.start_date)
-        who = request.args.get("patient") or request.args.get("beneficiary")
-        if who:
-            ins = st.insuree_current(who.split("/")[-1])
-            rows = [p for p in rows if ins and p.uuid in ins.policies]
         return self._bundle(rows, render)
 
     def _claims(self, key: str | None) -> Any:
@@ -450,13 +453,10 @@ class Sandbox:
         return self._bundle(rows, lambda c: resources.claim_response(st, c, cur))
 
     # ------------------------------------------------------------ bundles
-    def _link(self, base: str, params: list[tuple[str, str]]) -> str:
-        if not params:
-            return base
-        query = urlencode(params)
-        if self.config.link_style == "quote_plus":
-            return f"{base}?{quote_plus(query)}"
-        return f"{base}?{query}"
+    def _link(self, base: str, query: str) -> str:
+        """As DRF builds it, then (24.04) the whole URL `quote_plus`-encoded, scheme included."""
+        url = f"{base}?{query}" if query else base
+        return quote_plus(url) if self.config.link_style == "quote_plus" else url
 
     def _bundle(self, rows: list, render: Any) -> Response:
         """searchset Bundle with DRF PageNumberPagination semantics (page-offset, _count)."""
@@ -478,19 +478,23 @@ class Sandbox:
             raise ApiError("Invalid page.", 404, "fatal")
         chunk = rows[(page - 1) * size : page * size]
         base = request.base_url
-        params = parse_qsl(request.query_string.decode("latin-1"), keep_blank_values=True)
+        raw_query = request.query_string.decode("latin-1")
+        params = parse_qsl(raw_query, keep_blank_values=True)
         others = sorted((k, v) for k, v in params if k != "page-offset")
-        links = [{"relation": "self", "url": self._link(base, params)}]
+        links = [{"relation": "self", "url": self._link(base, raw_query)}]  # the query as it came
         if page < pages:
             nxt = sorted([*others, ("page-offset", str(page + 1))])
-            links.append({"relation": "next", "url": self._link(base, nxt)})
+            links.append({"relation": "next", "url": self._link(base, urlencode(nxt))})
         if page > 1:
             prev = others if page == 2 else sorted([*others, ("page-offset", str(page - 1))])
-            links.append({"relation": "previous", "url": self._link(base, prev)})
+            links.append({"relation": "previous", "url": self._link(base, urlencode(prev))})
         entries = []
         for row in chunk:
             res = render(row)
-            entries.append({"fullUrl": base + res["id"], "resource": res})
+            # A resource without `id` (Coverage) has no fullUrl either.
+            entries.append(
+                {"fullUrl": base + res["id"], "resource": res} if "id" in res else {"resource": res}
+            )
         return _json(
             {"resourceType": "Bundle", "type": "searchset", "total": total, "link": links, "entry": entries}
         )
@@ -662,11 +666,8 @@ class Sandbox:
             today = st.today()
             active = [p for p in st.policies_of(ins) if p.active_on(today)]
             if active and self.faults.eligibility_mode == "failing":
-                raise ApiError(
-                    'syntax error at or near "EXEC"\nLINE 1: EXEC [dbo].'
-                    "[uspServiceItemEnquiry] @CHFID = %s, @ServiceCode = %s, "
-                    "@ItemCode = %s\n        ^\n"
-                )
+                # What 24.04 on PostgreSQL answers (its SQL Server-only enquiry finds nothing).
+                raise ApiError("'NoneType' object has no attribute 'name'")
             wanted = {"service": None, "item": None}
             for entry in body.get("item") or []:
                 cat = (((entry or {}).get("category") or {}).get("coding") or [{}])[0] or {}

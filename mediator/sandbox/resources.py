@@ -80,6 +80,14 @@ def reference(rtype: str, uuid: str, display: str | None = None) -> Json:
     return ref
 
 
+def code_reference(rtype: str, code: str, display: str | None = None) -> Json:
+    """openIMIS code reference (what a ClaimResponse carries): `Type/<code>` + identifier `Code`."""
+    ref: Json = {"reference": f"{rtype}/{code}", "type": rtype, "identifier": identifier("Code", code)}
+    if display is not None:
+        ref["display"] = display
+    return ref
+
+
 def money(value: float, currency: str) -> Json:
     return {"value": float(value), "currency": currency}
 
@@ -135,8 +143,10 @@ def medication(item: Item, currency: str) -> Json:
     kind = {"D": "Drug", "M": "Medical Consumable"}[item.item_type]
     ext[1]["valueCodeableConcept"]["coding"][0].update(code=item.item_type, display=kind)
     ext[2]["valueTiming"]["repeat"]["period"] = float(item.frequency or 0)
+    if not item.frequency:
+        del ext[2]  # 24.04 leaves the frequency extension out when an item has none
     out["extension"] = ext
-    out["identifier"] = [identifier("UUID", item.uuid, "usual"), identifier("Code", item.code, "usual")]
+    out["identifier"] = [identifier("UUID", item.uuid), identifier("Code", item.code)]
     out["code"] = {"text": item.name}
     out["status"] = "active"
     out["form"] = {"text": item.form}
@@ -145,27 +155,43 @@ def medication(item: Item, currency: str) -> Json:
 
 
 # ---------------------------------------------------------------- people
-def patient(ins: Insuree) -> Json:
+def patient(ins: Insuree, head_chf_id: str) -> Json:
+    """As a real 24.04 backend answers: `id` is the insuree number, the UUID only an identifier."""
     res = template("test_patient.json")
-    out: Json = {"resourceType": "Patient", "id": ins.uuid}
-    address = res["address"][0]
-    address["text"] = "Plot 12, Market Road"
-    address["city"] = "Rapta"
-    address["district"] = "Rapta"
-    address["state"] = "Ultha"
-    address["extension"][0]["valueString"] = "Rapta"
-    out["address"] = [address]
-    ext = [e for e in res["extension"] if not e["url"].endswith("patient-identification")]
-    ext[0]["valueReference"]["reference"] = f"Group/{ins.family_uuid}"
-    ext[1]["valueBoolean"] = ins.is_head
-    out["extension"] = ext
-    out["birthDate"] = ins.birth_date.isoformat()
-    out["gender"] = ins.gender
-    out["identifier"] = [identifier("UUID", ins.uuid, "usual"), identifier("Code", ins.chf_id, "usual")]
-    out["maritalStatus"] = res["maritalStatus"]
-    out["name"] = [{"family": ins.last_name, "given": [ins.other_names], "use": "usual"}]
+    group = code_reference("Group", head_chf_id)
+    out: Json = {
+        "resourceType": "Patient",
+        "id": ins.chf_id,
+        "extension": [
+            {"url": IG + "StructureDefinition/patient-is-head", "valueBoolean": ins.is_head},
+            {"url": IG + "StructureDefinition/patient-card-issued", "valueBoolean": False},
+            {"url": IG + "StructureDefinition/patient-group-reference", "valueReference": group},
+        ],
+        "identifier": [identifier("UUID", ins.uuid), identifier("Code", ins.chf_id)],
+        "name": [{"use": "usual", "family": ins.last_name, "given": [ins.other_names]}],
+        "gender": ins.gender,
+        "birthDate": ins.birth_date.isoformat(),
+    }
     if ins.phone:
         out["telecom"] = [{"system": "phone", "use": "home", "value": ins.phone}]
+    out["address"] = [
+        {
+            "extension": [
+                {"url": IG + "StructureDefinition/address-municipality", "valueString": "Rapta"},
+                {
+                    "url": IG + "StructureDefinition/address-location-reference",
+                    "valueReference": code_reference("Location", "R1D1M1V1"),
+                },
+            ],
+            "use": "home",
+            "type": "physical",
+            "text": "Plot 12, Market Road",
+            "city": "Rapta",
+            "district": "Rapta",
+            "state": "Ultha",
+        }
+    ]
+    out["maritalStatus"] = res["maritalStatus"]
     return out
 
 
@@ -235,17 +261,17 @@ _COVERAGE_STATUS = {
 }
 
 
-def coverage(pol: Policy, product: Product) -> Json:
+def coverage(pol: Policy, product: Product, number: int) -> Json:
+    """As a real 24.04 backend lists it: no `id`, identifiers UUID and ACSN (a running number)."""
     date_url = f"{IG}/StructureDefinition/coverage-date"  # sic: double slash, as upstream
     head = {"reference": f"Patient/{pol.head_chf_id}"}
     return {
         "resourceType": "Coverage",
-        "id": pol.uuid,
         "extension": [
             {"url": date_url, "valueDate": pol.enroll_date.isoformat()},
             {"url": date_url, "valueDate": pol.effective_date.isoformat()},
         ],
-        "identifier": [identifier("UUID", pol.uuid)],
+        "identifier": [identifier("UUID", pol.uuid), identifier("ACSN", str(number))],
         "status": _COVERAGE_STATUS[pol.status],
         "policyHolder": dict(head),
         "beneficiary": dict(head),
@@ -278,9 +304,11 @@ def _visit_type(code: str) -> Json:
     return {"coding": [{"system": VISIT_TYPE_SYSTEM, "code": code, "display": VISIT_TYPES[code]}]}
 
 
-def _line_reference(store: Store, line: ClaimLine) -> Json:
+def _line_reference(line: ClaimLine, by_code: bool = False) -> Json:
+    """A line's item or service: by UUID in a Claim, by code in a ClaimResponse (as upstream)."""
     rtype = "Medication" if line.kind == "item" else "ActivityDefinition"
-    return {"url": ITEM_REFERENCE_URL, "valueReference": reference(rtype, line.ref_uuid, line.code)}
+    ref = code_reference(rtype, line.code, line.code) if by_code else reference(rtype, line.ref_uuid)
+    return {"url": ITEM_REFERENCE_URL, "valueReference": ref}
 
 
 def _adjudications(claim: StoredClaim, line: ClaimLine, currency: str) -> list[Json]:
@@ -331,19 +359,22 @@ def claim_response(store: Store, claim: StoredClaim, currency: str) -> Json:
                 totals[STATUS_ENTERED] += amount
             elif status in totals:
                 totals[status] += amount
-        items.append({"extension": [_line_reference(store, line)], "itemSequence": seq, "adjudication": adjs})
-    res: Json = {
+        items.append(
+            {"extension": [_line_reference(line, by_code=True)], "itemSequence": seq, "adjudication": adjs}
+        )
+    insuree, admin = store.insuree_by_uuid(claim.insuree_uuid), store.admin(claim.admin_uuid)
+    res: Json = {  # as a real 24.04 backend answers: `id` and references by code, `request` a ClaimV2
         "resourceType": "ClaimResponse",
-        "id": claim.uuid,
+        "id": claim.code,
         "identifier": [identifier("UUID", claim.uuid), identifier("Code", claim.code)],
         "status": "active",
         "type": _visit_type(claim.visit_type),
         "use": "claim",
-        "patient": reference("Patient", claim.insuree_uuid),
+        "patient": code_reference("Patient", insuree.chf_id),
         "created": store.today().isoformat(),
         "insurer": {"reference": "openIMIS"},
-        "requestor": reference("Practitioner", claim.admin_uuid),
-        "request": reference("Claim", claim.uuid),
+        "requestor": code_reference("Practitioner", admin.code),
+        "request": code_reference("ClaimV2", claim.code),
         "outcome": OUTCOME_BY_STATUS[claim.status],
         "item": items,
     }
@@ -406,7 +437,8 @@ def claim_resource(store: Store, claim: StoredClaim, currency: str) -> Json:
                     "valueString": value,
                 }
             )
-    res["supportingInfo"] = info
+    if info:  # 24.04 leaves empty lists out
+        res["supportingInfo"] = info
     res["diagnosis"] = [
         {
             "sequence": i,
@@ -422,14 +454,9 @@ def claim_resource(store: Store, claim: StoredClaim, currency: str) -> Json:
         }
         for i, icd in enumerate(claim.icd_codes, start=1)
     ]
-    policies = sorted(store.policies_of(ins), key=lambda p: p.enroll_date, reverse=True)
-    if policies:
-        res["insurance"] = [
-            {"sequence": 1, "focal": True, "coverage": reference("Coverage", policies[0].uuid)}
-        ]
     res["item"] = [
         {
-            "extension": [_line_reference(store, line)],
+            "extension": [_line_reference(line)],
             "sequence": seq,
             "category": {"text": line.kind},
             "productOrService": {"text": line.code},

@@ -183,6 +183,7 @@ class StoredClaim:
 
 ICD_CODES: dict[str, str] = {
     "A00": "Cholera",
+    "A000": "Cholera due to Vibrio cholerae 01, biovar cholerae",  # as in openIMIS's demo data
     "A01": "Typhoid and paratyphoid fevers",
     "A09": "Diarrhoea and gastro-enteritis of presumed infectious origin",
     "B50": "Plasmodium falciparum malaria",
@@ -294,6 +295,19 @@ def _facilities(services: list[Service], items: list[Item]) -> list[Facility]:
             _price_list(services, ["A1", "L1"]),
             _price_list(items, ["0004", "0021", "0035"]),
             _D(2023, 11, 2, 14, 5),
+        ),
+        # A facility code of openIMIS's stock demo data, so that a claim written for a real demo
+        # backend (docs/examples/claim-demo.json) is accepted here too.
+        Facility(
+            _uuid("hf/JMDP001"),
+            "JMDP001",
+            "Demo Dispensary",
+            "D",
+            "G",
+            "Rapta",
+            _price_list(services, None),
+            _price_list(items, None),
+            _D(2019, 1, 1, 8),
         ),
         # The openIMIS module fixtures (test_claim.json) use this facility by UUID / code.
         Facility(
@@ -572,6 +586,11 @@ class Store:
             if ins.chf_id == key and ins.validity_to is None:
                 return ins
         return None
+
+    def family_head_chf_id(self, insuree: Insuree) -> str:
+        """The insuree number of the head of the insuree's family (openIMIS's Group code)."""
+        head = next((i for i in self.insurees if i.family_uuid == insuree.family_uuid and i.is_head), insuree)
+        return head.chf_id
 
     def insuree_first_row(self, key: str) -> Insuree | None:
         """UUID, else the *first* row with that CHF id: what a claim reference resolves to."""

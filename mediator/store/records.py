@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol
+
+from mediator.jsontext import compact_json
 
 
 class ClaimState(StrEnum):
@@ -14,6 +17,9 @@ class ClaimState(StrEnum):
     QUEUED = "queued"
     #: In openIMIS, entered: adjudication pending; the forwarder polls for the result.
     AWAITING_ADJUDICATION = "awaiting-adjudication"
+    #: openIMIS says it holds this claim code, but shows no claim of this facility under it:
+    #: never submitted again, looked up now and then, settled by an operator (`queue retry`).
+    UNCONFIRMED = "unconfirmed"
     #: Final answer recorded (positive or negative).
     DONE = "done"
     #: openIMIS refused the claim as invalid: final, but the key may be reused with corrections.
@@ -22,7 +28,12 @@ class ClaimState(StrEnum):
 
 FINISHED_STATES = (ClaimState.DONE, ClaimState.INVALID)
 #: Not finished: the forwarder's (held, in flight, waiting for adjudication).
-OPEN_STATES = (ClaimState.SENDING, ClaimState.QUEUED, ClaimState.AWAITING_ADJUDICATION)
+OPEN_STATES = (
+    ClaimState.SENDING,
+    ClaimState.QUEUED,
+    ClaimState.AWAITING_ADJUDICATION,
+    ClaimState.UNCONFIRMED,
+)
 
 
 @dataclass
@@ -47,18 +58,93 @@ class ClaimRecord:
     last_error: str | None = None
     #: The OpenHIM transaction that brought the claim first (for operators).
     openhim_tx_id: str | None = None
+    #: How many times the claim's answer changed after the first one (notifications carry it).
+    version: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def public_id(self) -> str:
-        """The ClaimResponse id facilities see: openIMIS's once known, else the mediator's."""
-        return self.openimis_id or self.id
+        """The ClaimResponse id facilities see, from the first answer on: one claim, one id.
+
+        openIMIS's claim UUID, once known, is one of the ClaimResponse's identifiers (and a read
+        by it still finds the claim), never its id: a client that kept the id of a 202 must find
+        the same claim under it once delivered.
+        """
+        return self.id
+
+
+class StoreUnavailable(Exception):
+    """The claim store cannot be reached: nothing may be acknowledged that it has not stored."""
+
+
+#: A record's columns, in the order both stores keep them.
+COLUMNS = (
+    "id",
+    "claim_code",
+    "facility",
+    "content_hash",
+    "state",
+    "payload",
+    "created_at",
+    "updated_at",
+    "attempts",
+    "next_attempt_at",
+    "lease_until",
+    "lease_owner",
+    "openimis_id",
+    "outcome",
+    "response_status",
+    "response_body",
+    "last_error",
+    "openhim_tx_id",
+    "version",
+)
+
+
+def column_value(name: str, value: Any) -> Any:
+    """A field as a column holds it (the payload as JSON text, a state as its name)."""
+    if name == "payload":
+        return compact_json(value)
+    if isinstance(value, ClaimState):
+        return str(value)
+    return value
+
+
+def result_update(
+    record_id: str, lease_owner: str | None, notify: bool, fields: dict[str, Any], mark: str
+) -> tuple[str, tuple[Any, ...]]:
+    """The UPDATE that records a result (both stores): only by the lease's holder when one is
+    named; `notify` counts a new version of the claim's answer. `mark`: the driver's placeholder."""
+    assignments = ", ".join(f"{name} = {mark}" for name in fields) + (
+        ", version = version + 1" if notify else ""
+    )
+    values = tuple(column_value(name, value) for name, value in fields.items())
+    if lease_owner is None:
+        return f"UPDATE claims SET {assignments} WHERE id = {mark}", (*values, record_id)
+    return f"UPDATE claims SET {assignments} WHERE id = {mark} AND lease_owner = {mark}", (
+        *values,
+        record_id,
+        lease_owner,
+    )
+
+
+def record_row(record: ClaimRecord) -> tuple[Any, ...]:
+    return tuple(column_value(name, getattr(record, name)) for name in COLUMNS)
+
+
+def row_record(row: tuple[Any, ...] | Any) -> ClaimRecord:
+    values = dict(zip(COLUMNS, row, strict=True))
+    values["payload"] = json.loads(values["payload"])
+    values["state"] = ClaimState(values["state"])
+    return ClaimRecord(**values)
 
 
 @dataclass(frozen=True)
 class QueueStats:
     depth: int
     awaiting_adjudication: int
+    #: Claims openIMIS holds by code that could not be confirmed as the facility's (operator's).
+    unconfirmed: int
     oldest_queued_age_s: float | None
     last_error: str | None
     finished: int
@@ -101,3 +187,5 @@ class ClaimStore(Protocol):
     def checkpoint(self) -> None: ...
 
     def purge_finished(self, before: float) -> int: ...
+
+    def close(self) -> None: ...

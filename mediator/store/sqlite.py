@@ -26,7 +26,6 @@ transaction, so there is no lost update.
 from __future__ import annotations
 
 import fcntl
-import json
 import os
 import sqlite3
 import threading
@@ -36,13 +35,30 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
-from mediator.jsontext import compact_json
 from mediator.store.group_commit import GroupCommit
-from mediator.store.records import FINISHED_STATES, OPEN_STATES, ClaimRecord, ClaimState, QueueStats
+from mediator.store.notifications import NEW_ID, OUTBOX_INSERT, NotificationTables, outbox_params
+from mediator.store.notifications import SCHEMA as NOTIFICATION_SCHEMA
+from mediator.store.records import (
+    COLUMNS,
+    FINISHED_STATES,
+    OPEN_STATES,
+    ClaimRecord,
+    ClaimState,
+    QueueStats,
+    record_row,
+    result_update,
+    row_record,
+)
 
 #: The conditions of the partial indexes, in the words their queries must repeat.
 _IS_OPEN = f"state IN ({', '.join(repr(str(s)) for s in OPEN_STATES)})"
 _IS_FINISHED = f"state IN ({', '.join(repr(str(s)) for s in FINISHED_STATES)})"
+
+#: A claim whose answer an OpenHIM transaction waiting for it gets: final, or positive and still
+#: followed (accepted, not valuated yet: for OpenHIM the transaction is Successful).
+_ANSWERED = (
+    "(c.state IN ('done', 'invalid') OR (c.state = 'awaiting-adjudication' AND c.outcome = 'positive'))"
+)
 
 _SCHEMA_TEMPLATE = """
 CREATE TABLE IF NOT EXISTS claims (
@@ -64,6 +80,7 @@ CREATE TABLE IF NOT EXISTS claims (
     response_body TEXT,
     last_error TEXT,
     openhim_tx_id TEXT,
+    version INTEGER NOT NULL DEFAULT 0,
     UNIQUE (claim_code, facility)
 );
 -- OpenHIM transactions answered 202 for a claim: each gets the final result once it is known.
@@ -79,33 +96,16 @@ CREATE TABLE IF NOT EXISTS pending_reports (
 DROP INDEX IF EXISTS claims_due;
 DROP INDEX IF EXISTS claims_openimis_id;
 DROP INDEX IF EXISTS claims_updated;
-CREATE INDEX IF NOT EXISTS claims_open ON claims (state, next_attempt_at) WHERE {is_open};
+-- claims_open's condition predates the unconfirmed state: replaced by claims_open_states.
+DROP INDEX IF EXISTS claims_open;
+CREATE INDEX IF NOT EXISTS claims_open_states ON claims (state, next_attempt_at) WHERE {is_open};
 CREATE INDEX IF NOT EXISTS claims_by_openimis_id ON claims (openimis_id) WHERE openimis_id IS NOT NULL;
 CREATE INDEX IF NOT EXISTS claims_finished ON claims (updated_at) WHERE {is_finished};
 """
 
 _SCHEMA = _SCHEMA_TEMPLATE.format(is_open=_IS_OPEN, is_finished=_IS_FINISHED)
 
-_COLUMNS = (
-    "id",
-    "claim_code",
-    "facility",
-    "content_hash",
-    "state",
-    "payload",
-    "created_at",
-    "updated_at",
-    "attempts",
-    "next_attempt_at",
-    "lease_until",
-    "lease_owner",
-    "openimis_id",
-    "outcome",
-    "response_status",
-    "response_body",
-    "last_error",
-    "openhim_tx_id",
-)
+_COLUMNS = COLUMNS
 #: WAL pages after which a committing request checkpoints itself (the agent normally did long before).
 _FALLBACK_CHECKPOINT_PAGES = 10_000
 #: The WAL file is truncated back to this size after a checkpoint that emptied it.
@@ -132,7 +132,11 @@ class SqliteClaimStore:
             (mode,) = db.execute("PRAGMA journal_mode=WAL").fetchone()
             if mode != "wal":
                 raise sqlite3.OperationalError(f"claim store {self.path}: journal mode {mode}, not wal")
-            db.executescript(_SCHEMA)
+            columns = {row[1] for row in db.execute("PRAGMA table_info(claims)")}
+            if columns and "version" not in columns:  # a store of before notifications
+                db.execute("ALTER TABLE claims ADD COLUMN version INTEGER NOT NULL DEFAULT 0")
+            db.executescript(_SCHEMA + NOTIFICATION_SCHEMA)
+        self.notifications = NotificationTables(self._read_rows, self._transaction)
 
     def _make_private(self) -> None:
         """Claims carry personal health data: the store is 0600 before SQLite opens it, since
@@ -212,7 +216,7 @@ class SqliteClaimStore:
             .execute(f"{_SELECT} WHERE id = ? OR openimis_id = ?", (ident, ident))
             .fetchone()
         )
-        return _record(row) if row else None
+        return row_record(row) if row else None
 
     def by_key(self, claim_code: str, facility: str) -> ClaimRecord | None:
         row = (
@@ -220,11 +224,11 @@ class SqliteClaimStore:
             .execute(f"{_SELECT} WHERE claim_code = ? AND facility = ?", (claim_code, facility))
             .fetchone()
         )
-        return _record(row) if row else None
+        return row_record(row) if row else None
 
     def by_claim_code(self, claim_code: str) -> list[ClaimRecord]:
         rows = self._connection().execute(f"{_SELECT} WHERE claim_code = ?", (claim_code,)).fetchall()
-        return [_record(r) for r in rows]
+        return [row_record(r) for r in rows]
 
     def listing(self, states: tuple[ClaimState, ...], limit: int) -> list[ClaimRecord]:
         marks = ", ".join("?" for _ in states)
@@ -237,7 +241,7 @@ class SqliteClaimStore:
             )
             .fetchall()
         )
-        return [_record(r) for r in rows]
+        return [row_record(r) for r in rows]
 
     def stats(self, now: float) -> QueueStats:
         db = self._connection()
@@ -257,10 +261,32 @@ class SqliteClaimStore:
         return QueueStats(
             depth=counts.get(ClaimState.QUEUED, 0) + counts.get(ClaimState.SENDING, 0),
             awaiting_adjudication=counts.get(ClaimState.AWAITING_ADJUDICATION, 0),
+            unconfirmed=counts.get(ClaimState.UNCONFIRMED, 0),
             oldest_queued_age_s=round(now - oldest, 1) if oldest is not None else None,
             last_error=last_error[0] if last_error else None,
             finished=finished,
         )
+
+    def every_record(self, batch: int = 500) -> Iterator[list[ClaimRecord]]:
+        """All records, a batch at a time, in the order they were stored (`store migrate`)."""
+        last = 0
+        while True:
+            rows = (
+                self._connection()
+                .execute(
+                    f"SELECT rowid, {', '.join(_COLUMNS)} FROM claims WHERE rowid > ? ORDER BY rowid LIMIT ?",
+                    (last, batch),
+                )
+                .fetchall()
+            )
+            if not rows:
+                return
+            last = rows[-1][0]
+            yield [row_record(r[1:]) for r in rows]
+
+    def pending_reports(self) -> list[tuple[str, str]]:
+        """Every (claim id, OpenHIM transaction id) still waiting for its result (`store migrate`)."""
+        return self._connection().execute("SELECT claim_id, transaction_id FROM pending_reports").fetchall()
 
     def due_reports(self, limit: int) -> list[tuple[ClaimRecord, str]]:
         # CROSS JOIN keeps pending_reports the outer loop: left to itself, SQLite walked every
@@ -269,17 +295,17 @@ class SqliteClaimStore:
             self._connection()
             .execute(
                 f"SELECT {', '.join('c.' + c for c in _COLUMNS)}, p.transaction_id FROM pending_reports p "
-                "CROSS JOIN claims c ON c.id = p.claim_id WHERE c.state IN (?, ?) LIMIT ?",
-                (*FINISHED_STATES, limit),
+                f"CROSS JOIN claims c ON c.id = p.claim_id WHERE {_ANSWERED} LIMIT ?",
+                (limit,),
             )
             .fetchall()
         )
-        return [(_record(r[:-1]), r[-1]) for r in rows]
+        return [(row_record(r[:-1]), r[-1]) for r in rows]
 
     # -- writes ----------------------------------------------------------------------------
 
     def intake(self, record: ClaimRecord) -> tuple[ClaimRecord, bool]:
-        values = _row(record)  # encoded before joining a batch: other writers wait on the batch
+        values = record_row(record)  # encoded before joining a batch: other writers wait on the batch
 
         def insert(db: sqlite3.Connection) -> tuple[ClaimRecord, bool]:
             cursor = db.execute(_INSERT_NEW, values)
@@ -289,17 +315,48 @@ class SqliteClaimStore:
 
         return self._batches().run(insert)
 
-    def finish(self, record_id: str, lease_owner: str | None, **fields: Any) -> bool:
+    def finish(self, record_id: str, lease_owner: str | None, notify: bool = False, **fields: Any) -> bool:
         fields.setdefault("updated_at", time.time())
-        assignments = ", ".join(f"{name} = ?" for name in fields)
-        values = [_column_value(name, value) for name, value in fields.items()]
-        if lease_owner is None:
-            sql, params = f"UPDATE claims SET {assignments} WHERE id = ?", (*values, record_id)
-        else:
-            sql = f"UPDATE claims SET {assignments} WHERE id = ? AND lease_owner = ?"
-            params = (*values, record_id, lease_owner)
+        sql, params = result_update(record_id, lease_owner, notify, fields, "?")
         held = fields.get("state") == ClaimState.QUEUED  # answered 202: in the mediator's custody
-        return self._batches().run(lambda db: db.execute(sql, params).rowcount == 1, durable=held)
+        if not notify:
+            return self._batches().run(lambda db: db.execute(sql, params).rowcount == 1, durable=held)
+        outbox = OUTBOX_INSERT.format(new_id=NEW_ID["sqlite"])
+
+        def change_and_outbox(db: sqlite3.Connection) -> bool:
+            """The answer's change and its notifications: one savepoint, so one commit."""
+            db.execute("SAVEPOINT finish_notify")
+            try:
+                changed = db.execute(sql, params).rowcount == 1
+                if changed:
+                    db.execute(outbox, outbox_params(record_id, fields["updated_at"]))
+            except BaseException:
+                if db.in_transaction:
+                    db.execute("ROLLBACK TO finish_notify")
+                    db.execute("RELEASE finish_notify")
+                raise
+            db.execute("RELEASE finish_notify")
+            return changed
+
+        # Durable: a notification is a promise only the mediator can keep.
+        return self._batches().run(change_and_outbox, durable=True)
+
+    # -- subscriptions and notifications (mediator.store.notifications) -----------------------
+
+    def _read_rows(self, sql: str, params: tuple[Any, ...]) -> list[Any]:
+        return self._connection().execute(sql, params).fetchall()
+
+    def _transaction(self, work: Any) -> Any:
+        with self._writing():
+            db = self._connection()
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                result = work(db.execute)
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+            return result
 
     def lease_due(self, now: float, lease_s: float, owner: str, limit: int) -> list[ClaimRecord]:
         with self._writing():
@@ -310,11 +367,12 @@ class SqliteClaimStore:
         db.execute("BEGIN IMMEDIATE")
         try:
             rows = db.execute(
-                f"{_SELECT} WHERE {_IS_OPEN} AND ((state IN (?, ?) AND next_attempt_at <= ? AND lease_until < ?)"
-                " OR (state = ? AND lease_until < ?)) ORDER BY next_attempt_at LIMIT ?",
+                f"{_SELECT} WHERE {_IS_OPEN} AND ((state IN (?, ?, ?) AND next_attempt_at <= ? "
+                "AND lease_until < ?) OR (state = ? AND lease_until < ?)) ORDER BY next_attempt_at LIMIT ?",
                 (
                     ClaimState.QUEUED,
                     ClaimState.AWAITING_ADJUDICATION,
+                    ClaimState.UNCONFIRMED,
                     now,
                     now,
                     ClaimState.SENDING,
@@ -322,7 +380,7 @@ class SqliteClaimStore:
                     limit,
                 ),
             ).fetchall()
-            records = [_record(r) for r in rows]
+            records = [row_record(r) for r in rows]
             for record in records:
                 record.lease_until, record.lease_owner = now + lease_s, owner
                 db.execute(
@@ -356,13 +414,14 @@ class SqliteClaimStore:
         with self._writing():
             cursor = self._connection().execute(
                 "UPDATE claims SET next_attempt_at = 0 WHERE (id = ? OR openimis_id = ? OR claim_code = ?) "
-                "AND (state IN (?, ?) OR (state = ? AND lease_until < ?))",
+                "AND (state IN (?, ?, ?) OR (state = ? AND lease_until < ?))",
                 (
                     ident,
                     ident,
                     ident,
                     ClaimState.QUEUED,
                     ClaimState.AWAITING_ADJUDICATION,
+                    ClaimState.UNCONFIRMED,
                     ClaimState.SENDING,
                     time.time(),
                 ),
@@ -401,7 +460,7 @@ def _intake_existing(
         row = db.execute(
             f"{_SELECT} WHERE claim_code = ? AND facility = ?", (record.claim_code, record.facility)
         ).fetchone()
-        existing = _record(row) if row is not None else None
+        existing = row_record(row) if row is not None else None
         if existing is not None and (
             existing.state != ClaimState.INVALID or existing.content_hash == record.content_hash
         ):
@@ -418,22 +477,3 @@ def _intake_existing(
         raise
     db.execute("RELEASE intake_existing")
     return result
-
-
-def _column_value(name: str, value: Any) -> Any:
-    if name == "payload":
-        return compact_json(value)
-    if isinstance(value, ClaimState):
-        return str(value)
-    return value
-
-
-def _row(record: ClaimRecord) -> tuple[Any, ...]:
-    return tuple(_column_value(name, getattr(record, name)) for name in _COLUMNS)
-
-
-def _record(row: tuple[Any, ...]) -> ClaimRecord:
-    values = dict(zip(_COLUMNS, row, strict=True))
-    values["payload"] = json.loads(values["payload"])
-    values["state"] = ClaimState(values["state"])
-    return ClaimRecord(**values)

@@ -12,11 +12,12 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from mediator.fhir.search import matches_all, unique
 from mediator.openhim.live_config import SharedState
 from mediator.openhim.orchestrations import OrchestrationRecorder, iso_from_epoch
 from mediator.openimis.client import OpenImisClient
@@ -47,7 +48,7 @@ class Catalogue:
         for resource_type, resources in self.resources.items():
             index: dict[str, dict[str, Any]] = {}
             for resource in resources:
-                for key in _keys(resource):
+                for key in identifying_keys(resource):
                     index.setdefault(key, resource)
             self._index[resource_type] = index
 
@@ -58,6 +59,11 @@ class Catalogue:
     def find(self, resource_type: str, ident: str) -> dict[str, Any] | None:
         """By UUID or code, like openIMIS's own reads."""
         return self._index.get(resource_type, {}).get(ident)
+
+    def search_identifiers(self, resource_type: str, groups: Sequence[Sequence[str]]) -> list[dict[str, Any]]:
+        """`identifier` search (FHIR token semantics, mediator.fhir.search.token_values)."""
+        candidates = unique(self.find(resource_type, value) for value in groups[0])
+        return [r for r in candidates if matches_all(identifying_keys(r), groups[1:])]
 
     def page(self, resource_type: str, count: int, page: int) -> tuple[list[dict[str, Any]], int]:
         resources = self.resources.get(resource_type, [])
@@ -76,7 +82,9 @@ class Catalogue:
         return cls(document["refreshed_at"], document["full_refreshed_at"], document["resources"])
 
 
-def _keys(resource: dict[str, Any]) -> list[str]:
+def identifying_keys(resource: dict[str, Any]) -> list[str]:
+    """What a service or item is found by, as openIMIS finds it: UUID, identifier values, and a
+    service's code (`name`)."""
     keys = [resource.get("id")]
     keys += [i.get("value") for i in resource.get("identifier") or [] if isinstance(i, dict)]
     if resource.get("resourceType") == "ActivityDefinition":

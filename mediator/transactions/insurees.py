@@ -1,7 +1,7 @@
 """Insuree (Patient) lookup: a facility checks that an insuree number is known to openIMIS.
 
 openIMIS answers `Patient?identifier=` with one bare Patient, and an unknown number with a 404
-OperationOutcome; facilities get a searchset Bundle with 0 or 1 entries instead. Listing all
+OperationOutcome; facilities get a searchset Bundle instead. Listing all
 insurees is not offered: the mediator is a point-of-care gateway, not a population export.
 
 A read by insuree number goes through the identifier search, because openIMIS resolves a
@@ -17,6 +17,7 @@ from urllib.parse import urlencode
 
 from mediator.fhir.elements import is_fhir_id
 from mediator.fhir.outcome import FhirError
+from mediator.fhir.search import matches_all, token_values, unique
 from mediator.openhim.orchestrations import OrchestrationRecorder
 from mediator.openimis.client import OpenImisClient
 from mediator.openimis.quirks import searchset
@@ -65,27 +66,30 @@ def search(
     recorder: OrchestrationRecorder,
     public_base: str,
 ) -> tuple[dict[str, Any], str]:
-    """`Patient?identifier=[system|]<insuree number>` -> (searchset Bundle, insuree number)."""
-    values = [value.rsplit("|", 1)[-1].strip() for name, value in params if name == "identifier"]
-    if not values:
+    """`Patient?identifier=[system|]<insuree number>` -> (searchset Bundle, insuree numbers).
+
+    FHIR token semantics: `identifier=A,B` finds either insuree, `identifier=A&identifier=B`
+    an insuree with both identifiers (its number and its UUID); one lookup per ORed number.
+    """
+    groups = token_values(params, "identifier")
+    if not groups:
         raise FhirError.of(
             400,
             "invalid",
             "Search insurees by identifier (the insuree number); listing all insurees is not offered",
             ["identifier"],
-            outcome="invalid-search",
         )
-    if not all(values):
-        raise FhirError.of(
-            400, "invalid", "identifier must not be empty", ["identifier"], outcome="invalid-search"
-        )
-    self_link = f"{public_base}/Patient?" + urlencode([("identifier", v) for v in values])
-    number = values[0]
-    if len(set(values)) > 1:
-        # Repeated parameters are ANDed: one insuree cannot have two different numbers.
-        return searchset([], public_base, self_link), number
-    found = find(client, number, recorder, "openIMIS insuree search by insuree number")
-    return searchset([found] if found else [], public_base, self_link), number
+    query = [("identifier", ",".join(v.replace(",", "\\,") for v in group)) for group in groups]
+    self_link = f"{public_base}/Patient?" + urlencode(query)
+    name = "openIMIS insuree search by insuree number"
+    candidates = unique(find(client, number, recorder, name) for number in groups[0])
+    found = [p for p in candidates if matches_all(_identifying_keys(p), groups[1:])]
+    return searchset(found, public_base, self_link), ",".join(groups[0])
+
+
+def _identifying_keys(patient: dict[str, Any]) -> list[str]:
+    values = [i.get("value") for i in patient.get("identifier") or [] if isinstance(i, dict)]
+    return [str(v) for v in [patient.get("id"), *values] if v]
 
 
 def read(client: OpenImisClient, ident: str, recorder: OrchestrationRecorder) -> dict[str, Any]:
@@ -97,5 +101,5 @@ def read(client: OpenImisClient, ident: str, recorder: OrchestrationRecorder) ->
     else:
         patient = find(client, ident, recorder, "openIMIS insuree read by insuree number")
     if patient is None:
-        raise FhirError.of(404, "not-found", f"Patient/{ident} is not known to openIMIS", outcome="not-found")
+        raise FhirError.of(404, "not-found", f"Patient/{ident} is not known to openIMIS")
     return patient

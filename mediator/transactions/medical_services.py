@@ -15,12 +15,13 @@ from urllib.parse import urlencode
 
 from mediator.fhir.elements import is_fhir_id
 from mediator.fhir.outcome import FhirError, Issue
+from mediator.fhir.search import matches_all, token_values, unique
 from mediator.openhim.orchestrations import OrchestrationRecorder
 from mediator.openimis.client import OpenImisClient
 from mediator.openimis.errors import OpenImisBroken
 from mediator.openimis.quirks import bundle_urls, rewrite_bundle, rewritten_text, searchset
 from mediator.openimis.reads import find_by_identifier, read_resource
-from mediator.transactions.catalogue import Catalogue
+from mediator.transactions.catalogue import Catalogue, identifying_keys
 
 SEARCH_PARAMS = ("identifier", "_lastUpdated", "_count", "page-offset")
 #: A facility may ask for big pages, but one request must not pull the whole catalogue at once.
@@ -50,7 +51,8 @@ class SearchAnswer:
 
 @dataclass(frozen=True)
 class SearchRequest:
-    identifier: str | None
+    #: `identifier` values: ANDed groups of ORed values (empty: no identifier search).
+    identifiers: list[list[str]]
     upstream_params: dict[str, str]
     self_query: str
 
@@ -59,7 +61,7 @@ def parse_search(params: Sequence[tuple[str, str]]) -> SearchRequest:
     """Validate the search parameters a facility sent; unknown ones are ignored (FHIR lenient)."""
     errors = []
     upstream: dict[str, str] = {}
-    identifier = None
+    identifiers = token_values(params, "identifier")
     for name, value in params:
         if name == "_count" or name == "page-offset":
             if not value.isdigit() or int(value) < (0 if name == "_count" else 1):
@@ -76,18 +78,13 @@ def parse_search(params: Sequence[tuple[str, str]]) -> SearchRequest:
                 errors.append((name, "_lastUpdated must be [prefix]YYYY-MM-DD[THH:MM[:SS]]"))
             else:
                 upstream[name] = value
-        elif name == "identifier":
-            identifier = value.rsplit("|", 1)[-1]
-            if not identifier:
-                errors.append((name, "identifier must not be empty"))
     if errors:
         raise FhirError(
             400,
             [Issue("invalid", diag, [name]) for name, diag in errors],
-            outcome="invalid-search",
         )
     applied = [(k, v) for k, v in params if k in SEARCH_PARAMS]
-    return SearchRequest(identifier, upstream, urlencode(applied))
+    return SearchRequest(identifiers, upstream, urlencode(applied))
 
 
 def search(
@@ -107,10 +104,16 @@ def search(
     self_link = f"{public_base}/{kind}" + (f"?{request.self_query}" if request.self_query else "")
     if catalogue is not None and "_lastUpdated" not in request.upstream_params:
         return SearchAnswer(_search_cached(catalogue, kind, request, public_base, self_link))
-    if request.identifier is not None:
-        found = _find_by_identifier(client, kind, request.identifier, recorder)
-        return SearchAnswer(searchset([found] if found else [], public_base, self_link))
+    if request.identifiers:
+        groups = request.identifiers
+        candidates = unique(_find_by_identifier(client, kind, value, recorder) for value in groups[0])
+        found = [r for r in candidates if matches_all(identifying_keys(r), groups[1:])]
+        return SearchAnswer(searchset(found, public_base, self_link))
     response = client.get(f"{kind}/", recorder, f"openIMIS {kind.label} list", params=request.upstream_params)
+    page = int(request.upstream_params.get("page-offset", 1))
+    if response.status == 404 and page > 1:
+        # openIMIS has no page past the end ("Invalid page."): the page is empty, as FHIR has it.
+        return SearchAnswer(_past_the_end(client, kind, request, recorder, public_base, self_link))
     if not response.ok:
         raise OpenImisBroken(f"openIMIS {kind} list answered {response.status}")
     bundle = response.json()
@@ -137,28 +140,66 @@ def read(
     else:
         resource = read_resource(client, kind, ident, recorder, f"openIMIS {kind.label} read")
     if resource is None:
-        raise FhirError.of(404, "not-found", f"{kind}/{ident} is not known to openIMIS", outcome="not-found")
+        raise FhirError.of(404, "not-found", f"{kind}/{ident} is not known to openIMIS")
     return resource
 
 
 def _search_cached(
     catalogue: Catalogue, kind: MasterData, request: SearchRequest, public_base: str, self_link: str
 ) -> dict[str, Any]:
-    if request.identifier is not None:
-        found = catalogue.find(kind, request.identifier)
-        bundle = searchset([found] if found else [], public_base, self_link)
+    if request.identifiers:
+        bundle = searchset(catalogue.search_identifiers(kind, request.identifiers), public_base, self_link)
     else:
         count = int(request.upstream_params.get("_count", DEFAULT_PAGE_SIZE))
         page = int(request.upstream_params.get("page-offset", 1))
         resources, total = catalogue.page(kind, count, page)
-        bundle = searchset(resources, public_base, self_link)
-        bundle["total"] = total
-        for relation, target in (("next", page + 1), ("previous", page - 1)):
-            if count and target >= 1 and (target - 1) * count < total and target != page:
-                query = urlencode({"_count": count, "page-offset": target})
-                bundle["link"].append({"relation": relation, "url": f"{public_base}/{kind}?{query}"})
+        bundle = _page(resources, total, count, page, kind, public_base, self_link)
     bundle["meta"]["lastUpdated"] = catalogue.last_updated
     return bundle
+
+
+def _page(
+    resources: list[dict[str, Any]],
+    total: int,
+    count: int,
+    page: int,
+    kind: MasterData,
+    public_base: str,
+    self_link: str,
+    filters: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """One page of a list with its `next` and `previous` links; a page past the end has none
+    of the resources but a `previous` link to the last page, so that a client can go back."""
+    bundle = searchset(resources, public_base, self_link)
+    bundle["total"] = total
+    if not count:
+        return bundle
+    last = max(1, -(-total // count))
+    for relation, target in (("next", page + 1), ("previous", min(page - 1, last))):
+        if 1 <= target <= last:
+            query = urlencode({**(filters or {}), "_count": count, "page-offset": target})
+            bundle["link"].append({"relation": relation, "url": f"{public_base}/{kind}?{query}"})
+    return bundle
+
+
+def _past_the_end(
+    client: OpenImisClient,
+    kind: MasterData,
+    request: SearchRequest,
+    recorder: OrchestrationRecorder,
+    public_base: str,
+    self_link: str,
+) -> dict[str, Any]:
+    """The empty page past the end of openIMIS's list: its first page says where the end is."""
+    first = {**request.upstream_params, "page-offset": "1"}
+    response = client.get(f"{kind}/", recorder, f"openIMIS {kind.label} list (first page)", params=first)
+    bundle = response.json() if response.ok else None
+    if not isinstance(bundle, dict) or not isinstance(bundle.get("total"), int):
+        raise OpenImisBroken(f"openIMIS {kind} list answered {response.status}")
+    count = int(request.upstream_params.get("_count", DEFAULT_PAGE_SIZE)) or DEFAULT_PAGE_SIZE
+    page = int(request.upstream_params["page-offset"])
+    filters = {k: v for k, v in request.upstream_params.items() if k not in ("_count", "page-offset")}
+    return _page([], bundle["total"], count, page, kind, public_base, self_link, filters)
 
 
 def _find_by_identifier(

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, request
 
+from mediator.fhir.elements import is_fhir_id
+from mediator.fhir.outcome import FhirError
 from mediator.transactions.claims import responses
 from mediator.web.transaction import current, fhir_answer, runtime
 
@@ -17,6 +19,18 @@ def submit_claim() -> Response:
     ctx.status, ctx.outcome = answer.transaction_status, answer.outcome
     ctx.properties.update({"transaction": "claim submit", **answer.properties})
     return fhir_answer(answer.encoded or answer.body, answer.http_status, answer.headers)
+
+
+@claims.get("/Claim/<ident>")
+def read_claim(ident: str) -> Response:
+    """The claim as the facility sent it (what every ClaimResponse's `request` points at)."""
+    rt, ctx = runtime(), current()
+    record = rt.store.get(ident) if is_fhir_id(ident) else None
+    if record is None:
+        raise FhirError.of(404, "not-found", f"Claim/{ident} is not known to the mediator")
+    claim = {**(record.payload.get("received") or record.payload["claim"]), "id": record.public_id}
+    ctx.properties.update({"transaction": "claim read", "claim_code": record.claim_code})
+    return fhir_answer(claim)
 
 
 @claims.get("/ClaimResponse/<ident>")

@@ -6,7 +6,7 @@ import os
 
 from flask import Blueprint, Response, current_app, jsonify
 
-from mediator import __version__
+from mediator import __version__, metrics
 
 operations = Blueprint("operations", __name__)
 
@@ -14,6 +14,13 @@ operations = Blueprint("operations", __name__)
 @operations.get("/health")
 def health() -> Response:
     return jsonify(status="up", version=__version__)
+
+
+@operations.get("/metrics")
+def prometheus_metrics() -> Response:
+    """Prometheus's text format: this instance's counters, the (shared) claim queue."""
+    body, content_type = metrics.exposition(current_app.extensions["mediator"].queue_status)
+    return Response(body, content_type=content_type)
 
 
 @operations.get("/ready")
@@ -37,7 +44,9 @@ def ready() -> tuple[Response, int]:
     }
     if rt.config_error:
         body["config_error"] = rt.config_error
-    return jsonify(body), 200 if openimis["ready"] else 503
+    ok = openimis["ready"] and body["claims"].get("store") != "unreachable"
+    body["status"] = "ready" if ok else "not ready"
+    return jsonify(body), 200 if ok else 503
 
 
 def _without_userinfo(value: object) -> object:

@@ -2,8 +2,8 @@
 # installed in editable mode, installed again only when pyproject.toml changed (its hash is kept
 # in a stamp file in .venv). Code changes need no install; a restart needs no network.
 
-# ensure_venv SPEC [SATISFIED_BY...]: install SPEC ('.' or '.[test]') unless the stamp of SPEC,
-# or of a SPEC that includes it, matches the current pyproject.toml.
+# ensure_venv SPEC [SATISFIED_BY...]: install SPEC ('.[postgres]', '.[test]') unless the stamp
+# of SPEC, or of a SPEC that includes it, matches the current pyproject.toml.
 ensure_venv() {
     local spec=$1 hash stamp
     hash=$( (sha256sum 2>/dev/null || shasum -a 256) <pyproject.toml | cut -d' ' -f1)
@@ -17,7 +17,7 @@ ensure_venv() {
     printf '%s\n' "$hash" >"$(_stamp "$spec")"
 }
 
-_stamp() {  # '.' -> .venv/.pyproject-sha256, '.[test]' -> .venv/.pyproject-sha256-test
+_stamp() {  # '.[test]' -> .venv/.pyproject-sha256-test
     local extras=${1//[^a-z]/}
     printf '%s' ".venv/.pyproject-sha256${extras:+-$extras}"
 }

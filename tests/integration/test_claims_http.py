@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 
-from tests.sandbox.helpers import load_fixture, make_claim
+from tests.sandbox.helpers import load_fixture, make_claim, uuid_of
 from tests.support.services import running_mediator
 from tests.support.waiting import wait_until
 
@@ -164,11 +164,29 @@ def test_module_and_ig_shaped_claims_go_through(mediator, clean_sandbox):
     assert answer.json()["resourceType"] == "ClaimResponse"
 
 
-def test_insuree_number_is_resolved_to_the_current_insuree(mediator, clean_sandbox):
-    # 070707073 has a historical row first: openIMIS would match it by number and reject (7).
-    answer = submit(mediator, make_claim(code(), patient="Patient/070707073"))
+@pytest.mark.parametrize("form", ["reference by number", "identifier", "reference by UUID"])
+def test_insuree_number_is_resolved_to_the_current_insuree(mediator, clean_sandbox, form):
+    """070707073 has a historical row first: openIMIS matches a number to it and rejects (7).
+
+    The sandbox answers as real openIMIS does (`Patient.id` is the insuree number, the UUID only
+    in the identifier typed UUID), so reading the UUID from `id` fails this test.
+    """
+    found = requests.get(f"{mediator.url}/fhir/Patient?identifier=070707073", timeout=10).json()
+    patient = found["entry"][0]["resource"]
+    assert patient["id"] == "070707073"
+    current = uuid_of(patient)
+    reference = {
+        "reference by number": {"reference": "Patient/070707073"},
+        "identifier": {"type": "Patient", "identifier": {"value": "070707073"}},
+        "reference by UUID": {"reference": f"Patient/{current}"},
+    }[form]
+    claim = make_claim(code())
+    claim["patient"] = reference
+    answer = submit(mediator, claim)
     assert answer.status_code == 201, answer.text
     assert tag(answer.json()) == "positive"
+    [stored] = [c for c in upstream(clean_sandbox)["claims"] if c["code"] == claim["identifier"][0]["value"]]
+    assert stored["insuree"] == current
 
 
 def test_unknown_insuree_is_422_on_the_patient(mediator, clean_sandbox):
@@ -296,7 +314,13 @@ def test_openimis_down_holds_the_claim_and_delivers_it_later(mediator, clean_san
         lambda: (r := follow(mediator, answer.headers["Location"]).json())["outcome"] != "queued" and r
     )
     assert tag(delivered) == "positive"
-    assert submit(mediator, claim).json()["outcome"] == delivered["outcome"]
+    # One claim, one id: the 202's id stays the id; openIMIS's claim UUID is an identifier.
+    assert delivered["id"] == held["id"] == answer.headers["Location"].rsplit("/", 1)[1]
+    [stored] = [c for c in upstream(clean_sandbox)["claims"] if c["code"] == claim["identifier"][0]["value"]]
+    assert uuid_of(delivered) == stored["uuid"]
+    assert follow(mediator, f"{mediator.url}/fhir/ClaimResponse/{stored['uuid']}").json()["id"] == held["id"]
+    again = submit(mediator, claim).json()
+    assert again["outcome"] == delivered["outcome"] and again["id"] == held["id"]
     assert upstream(clean_sandbox)["accepted"].get(claim["identifier"][0]["value"], 1) == 1
 
 
@@ -429,6 +453,38 @@ def test_same_claim_code_at_two_facilities_never_mixes_their_answers(mediator, c
     assert sorted(c["facility"] for c in stored) == ["HF0001", "HF0002"]
 
 
+def test_a_claim_openimis_holds_but_shows_as_another_facilitys_is_never_submitted_again(
+    mediator, clean_sandbox
+):
+    """openIMIS answers `ClaimResponse/<code>/` with the first claim of that code: HF0001's. HF0002's
+    claim reached openIMIS but its answer was lost; "already exists" cannot be confirmed as ours."""
+    shared = code("UNC-")
+    assert submit(mediator, make_claim(shared, facility="HF0001", admin="JMDP0011")).status_code == 201
+    fault(clean_sandbox, fail_after_commit=1, fail_status=503)
+    ours = make_claim(shared, facility="HF0002", admin="JMDP0012", lines=[("service", "A1", 1, 10.0)])
+    held = submit(mediator, ours)
+    assert held.status_code == 202
+    record_id = held.headers["Location"].rsplit("/", 1)[1]
+
+    def state():
+        return json.loads(queue_cli(mediator, "show", record_id).stdout)
+
+    wait_until(lambda: state()["state"] == "unconfirmed", timeout=30)
+    sent = submissions(clean_sandbox, shared)
+    assert sent == 3, "HF0001's, ours (answer lost), and the one refused as existing"
+    for _ in range(2):  # an operator's nudge looks it up again, and never resends it
+        before = state()["last_error"]
+        assert queue_cli(mediator, "retry", record_id).returncode == 0
+        wait_until(lambda: state()["next_attempt"] is not None and state()["state"] == "unconfirmed")
+        time.sleep(2 * float(mediator.env.get("FORWARD_POLL_INTERVAL", "1")))
+        assert state()["last_error"] == before
+    assert submissions(clean_sandbox, shared) == sent
+    answer = follow(mediator, held.headers["Location"]).json()
+    assert answer["outcome"] == "queued" and "operator" in answer["disposition"]
+    ready = requests.get(mediator.url + "/ready", timeout=10).json()["claims"]
+    assert ready["unconfirmed_for_an_operator"] == 1
+
+
 @pytest.mark.parametrize(
     "body",
     [
@@ -440,3 +496,18 @@ def test_pathological_json_is_a_client_error_not_a_500(mediator, body):
     answer = requests.post(mediator.url + "/fhir/Claim", data=body, headers=FHIR, timeout=10)
     assert answer.status_code in (400, 422)
     assert answer.json()["resourceType"] == "OperationOutcome"
+
+
+def test_the_claim_a_claim_response_points_at_is_the_claim_as_sent(mediator, clean_sandbox):
+    claim = make_claim(code())
+    claim["item"][0]["category"] = {"coding": [{"code": "service"}]}  # as sent: openIMIS needs text
+    answer = submit(mediator, claim).json()
+    assert answer["request"]["reference"] == f"Claim/{answer['id']}"
+    read = requests.get(f"{mediator.url}/fhir/{answer['request']['reference']}", timeout=10)
+    assert read.status_code == 200
+    sent_back = read.json()
+    assert sent_back["id"] == answer["id"] and sent_back["identifier"] == claim["identifier"]
+    assert sent_back["item"][0]["category"] == {"coding": [{"code": "service"}]}, (
+        "as received, not as normalised"
+    )
+    assert requests.get(f"{mediator.url}/fhir/Claim/no-such-claim", timeout=10).status_code == 404

@@ -9,6 +9,7 @@ import pytest
 import requests
 
 from tests.conftest import FIXTURES
+from tests.sandbox.helpers import uuid_of
 
 FHIR = {"Accept": "application/fhir+json", "Content-Type": "application/fhir+json"}
 SOURCE_TAG = "urn:openimis-mediator:eligibility-source"
@@ -77,7 +78,8 @@ def test_patient_by_uuid_and_by_identifier(mediator, clean_sandbox):
     bundle = requests.get(
         mediator.url + "/fhir/Patient?identifier=070707070", headers=FHIR, timeout=10
     ).json()
-    uuid = bundle["entry"][0]["resource"]["id"]
+    patient = bundle["entry"][0]["resource"]
+    uuid = uuid_of(patient)
     by_uuid = ask(mediator, enquiry(f"Patient/{uuid}"))
     assert by_uuid.status_code == 200 and len(by_uuid.json()["insurance"]) == 1
     by_identifier = ask(mediator, enquiry({"identifier": {"value": "070707070"}}))
@@ -205,7 +207,7 @@ def test_through_openhim_the_fallback_is_visible_to_auditors(mediator, clean_san
     assert names[-3:] == [
         "openIMIS eligibility request",
         "openIMIS insuree lookup (eligibility fallback)",
-        "openIMIS coverage search (eligibility fallback)",
+        "openIMIS coverage search (eligibility fallback), page 1",
     ]
     assert envelope["orchestrations"][-3]["response"]["status"] == 500
     assert envelope["properties"] == {
@@ -259,7 +261,11 @@ def test_patient_search_found_empty_and_refused(mediator, clean_sandbox):
 def test_patient_read_by_number_and_uuid_and_404(mediator, clean_sandbox):
     by_number = requests.get(mediator.url + "/fhir/Patient/070707073", headers=FHIR, timeout=10)
     assert by_number.status_code == 200
-    by_uuid = requests.get(mediator.url + f"/fhir/Patient/{by_number.json()['id']}", headers=FHIR, timeout=10)
+    assert by_number.json()["id"] == "070707073"  # as openIMIS answers: `id` is the insuree number
+    uuid = next(
+        i["value"] for i in by_number.json()["identifier"] if i["type"]["coding"][0]["code"] == "UUID"
+    )
+    by_uuid = requests.get(mediator.url + f"/fhir/Patient/{uuid}", headers=FHIR, timeout=10)
     assert by_uuid.json() == by_number.json()
     missing = requests.get(mediator.url + "/fhir/Patient/999999999", headers=FHIR, timeout=10)
     assert missing.status_code == 404 and missing.json()["resourceType"] == "OperationOutcome"

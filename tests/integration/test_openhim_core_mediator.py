@@ -8,6 +8,8 @@ Core 4.0.5 speaks only the legacy token scheme: `OPENHIM_AUTH=auto` must find th
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from urllib.parse import quote
 
 import pytest
@@ -107,6 +109,8 @@ def test_facility_request_through_the_router_is_audited(openhim_core, registered
         lambda t: t["request"]["path"] == "/fhir/Medication" and t.get("orchestrations")
     )
     assert tx["status"] == "Successful"
+    # The id a clinic quotes is the console's transaction id.
+    assert answer.headers["X-Request-ID"] == answer.headers["X-OpenHIM-TransactionID"] == tx["_id"]
     assert "openIMIS medical items list" in [o["name"] for o in tx["orchestrations"]]
     assert tx["properties"]["transaction"] == "medical items search"
     dumped = json.dumps(tx)
@@ -142,6 +146,40 @@ def test_claims_through_the_router_positive_and_queued_completed_later(
     assert rerun.status_code == 201
     stored = requests.get(clean_sandbox.url + "/_sandbox/claims", timeout=5).json()["claims"]
     assert len([c for c in stored if c.get("code") == "HIM-HELD-1"]) == 1
+
+
+def test_the_final_update_of_a_held_claim_keeps_its_history(openhim_core, registered, clean_sandbox):
+    """An auditor reads every call: the first attempt's, core's route to the mediator, the delivery's."""
+    requests.post(
+        clean_sandbox.url + "/_sandbox/faults", json={"fail_next": 1, "fail_status": 503}, timeout=5
+    )
+    held = through_router(openhim_core, "POST", "/fhir/Claim", data=json.dumps(make_claim("HIM-HIST-1")))
+    assert held.status_code == 202, held.text
+    final = openhim_core.wait_for_transaction(
+        lambda t: t.get("properties", {}).get("claim_code") == "HIM-HIST-1" and t["status"] != "Processing",
+        timeout=45,
+    )
+    orchestrations = final["orchestrations"]
+
+    def when(orchestration):
+        return datetime.fromisoformat(orchestration["request"]["timestamp"])
+
+    def status(orchestration):
+        return (orchestration.get("response") or {}).get("status")
+
+    assert "openIMIS mediator" in [o["name"] for o in orchestrations], "core's record of its route"
+    first_attempt = [o for o in orchestrations if status(o) == 503]
+    delivery = [o for o in orchestrations if o["name"] == "openIMIS claim submit" and status(o) in (200, 201)]
+    assert first_attempt and delivery, [(o["name"], status(o)) for o in orchestrations]
+    assert when(first_attempt[0]) < when(delivery[-1])
+    keys = [(o["name"], o["request"]["timestamp"]) for o in orchestrations]
+    assert len(keys) == len(set(keys)), "no call recorded twice"
+
+    properties = final["properties"]
+    assert properties["outcome"] == "positive"
+    assert properties["transaction"] == "claim submit", "what the first answer said is kept"
+    assert properties["openimis_status"] and float(properties["total_claimed"]) > 0
+    assert json.loads(final["response"]["body"])["resourceType"] == "ClaimResponse"
 
 
 def test_a_rerun_of_a_held_claim_is_completed_too(openhim_core, registered, clean_sandbox):
@@ -237,3 +275,56 @@ def test_tls_is_verified_by_default_and_the_service_keeps_serving(openhim_core, 
 def mediator_record_by_urn(core, urn):
     answer = core.api("GET", f"/mediators/{quote(urn, safe='')}")
     return answer.json() if answer.status_code == 200 else None
+
+
+def test_a_restart_against_a_core_that_knows_the_mediator_heartbeats(openhim_core, sandbox, tmp_path):
+    """Every deploy or crash restart: core has the mediator and its channels already."""
+    urn = "urn:mediator:restart-check"
+    template = json.loads((Path(__file__).parents[2] / "mediator.json").read_text())
+    for channel in template["defaultChannelConfig"]:  # names and paths of their own: no other test
+        channel["name"] += " (restart check)"  # routes through them, and they start absent
+        channel["urlPattern"] = "^/restart-check" + channel["urlPattern"].lstrip("^")
+    names = [c["name"] for c in template["defaultChannelConfig"]]
+    (tmp_path / "mediator.json").write_text(json.dumps(template))
+    env = {
+        "OPENIMIS_URL": sandbox.url,
+        "OPENHIM_API_URL": openhim_core.api_url,
+        "OPENHIM_PASSWORD": openhim_core.root_password,
+        "OPENHIM_INSTALL_CHANNELS": "true",
+        "OPENHIM_VERIFY_TLS": "false",
+        "OPENHIM_HEARTBEAT_INTERVAL": "1",
+        "MEDIATOR_URN": urn,
+        "MEDIATOR_JSON": str(tmp_path / "mediator.json"),
+        "MEDIATOR_STATE_DIR": str(tmp_path / "state"),
+    }
+
+    def ours():
+        return [c for c in openhim_core.api("GET", "/channels").json() if c["name"] in names]
+
+    def beat_since(moment):
+        beat = (mediator_record_by_urn(openhim_core, urn) or {}).get("_lastHeartbeat")
+        return beat and datetime.fromisoformat(beat) > moment
+
+    try:
+        with running_mediator(env) as first:
+            wait_until(lambda: beat_since(datetime.now(UTC) - timedelta(days=1)), timeout=30)
+            assert sorted(c["name"] for c in ours()) == sorted(names)
+            assert '"channels_installed": ["openIMIS medical services and items' in first.log()
+        claims = next(c for c in ours() if c["name"] == "openIMIS claims (restart check)")
+        edited = openhim_core.api("PUT", f"/channels/{claims['_id']}", {"description": "the operator's"})
+        assert edited.status_code == 200, edited.text
+
+        restarted_at = datetime.now(UTC)
+        with running_mediator(env) as second:
+            wait_until(lambda: beat_since(restarted_at), timeout=30)
+            log = second.log()
+            assert "OpenHIM registration failed" not in log
+            assert '"channels_installed": []' in log
+            ready = requests.get(second.url + "/ready", timeout=10).json()
+            assert ready["openhim"]["registered"] is True
+        assert sorted(c["name"] for c in ours()) == sorted(names), "each channel once"
+        again = next(c for c in ours() if c["_id"] == claims["_id"])
+        assert again["description"] == "the operator's", "an existing channel is left as it is"
+    finally:
+        for channel in ours():
+            openhim_core.api("DELETE", f"/channels/{channel['_id']}")

@@ -1,5 +1,6 @@
 """The OpenHIM agent against a core that speaks v8's Basic auth (stand-in, real HTTP)."""
 
+import dataclasses
 import threading
 import time
 
@@ -9,6 +10,7 @@ from mediator import agent as agent_module
 from mediator.agent import CONFIG_RECHECK_BEATS, OpenHimAgent
 from mediator.openhim.live_config import CONSOLE_CONFIG_FILE, OPENHIM_STATE_FILE, SharedState
 from mediator.runtime import MediatorRuntime
+from mediator.settings import Secret
 from tests.support.openhim_v8_standin import running_standin
 from tests.support.waiting import wait_until as wait_for
 
@@ -55,6 +57,24 @@ def test_registers_with_basic_auth_installs_channels_and_heartbeats(running_agen
     assert all("config" not in beat for beat in state.heartbeats[1:CONFIG_RECHECK_BEATS])
     status = SharedState(agent_settings.mediator_state_dir).read(OPENHIM_STATE_FILE)
     assert status["registered"] is True and status["last_heartbeat"]
+
+
+def test_a_restart_finds_its_channels_and_heartbeats(running_agent, standin, agent_settings):
+    """A second start against a core that has the mediator and its channels (a v8 core too)."""
+    _, state = standin
+    wait_for(lambda: state.heartbeats)
+    state.channels[1]["allow"] = ["changed-by-the-operator"]
+    restarted = OpenHimAgent(agent_settings, SharedState(agent_settings.mediator_state_dir))
+    stop = threading.Event()
+    thread = threading.Thread(target=restarted.run, args=(stop,), daemon=True)
+    thread.start()
+    try:
+        wait_for(lambda: restarted._status.get("last_heartbeat"), timeout=10)
+    finally:
+        stop.set()
+        thread.join(10)
+    assert restarted._status["registered"] is True and "attempts" not in restarted._status
+    assert len(state.channels) == 5 and state.channels[1]["allow"] == ["changed-by-the-operator"]
 
 
 def test_console_change_reaches_workers_within_a_heartbeat(running_agent, standin, agent_settings):
@@ -171,3 +191,24 @@ def _alive(pid: int) -> bool:
         return False
     with open(f"/proc/{pid}/stat") as fh:
         return fh.read().split()[2] != "Z"
+
+
+@pytest.fixture
+def replica_settings(agent_settings):
+    """A replica: its claim store is shared with others (PostgreSQL); the agent only reads the URL."""
+    return dataclasses.replace(agent_settings, claim_store_url=Secret("postgresql://r:p@db.example.org/x"))
+
+
+def test_a_replica_asks_for_the_console_config_at_every_beat(replica_settings, standin):
+    """Core hands a change to the first heartbeat only: another replica's must not take it from this one."""
+    _, state = standin
+    agent = OpenHimAgent(replica_settings, SharedState(replica_settings.mediator_state_dir))
+    stop = threading.Event()
+    thread = threading.Thread(target=agent.run, args=(stop,), daemon=True)
+    thread.start()
+    try:
+        wait_for(lambda: len(state.heartbeats) >= 3, timeout=10)
+        assert all(beat.get("config") is True for beat in state.heartbeats[:3])
+    finally:
+        stop.set()
+        thread.join(10)

@@ -14,6 +14,11 @@ IG = "https://openimis.github.io/openimis_fhir_r4_ig/"
 ID_SYSTEM = IG + "CodeSystem/openimis-identifiers"
 
 
+def uuid_of(resource):
+    """A resource's openIMIS UUID: its identifier typed UUID (real openIMIS keeps codes in `id`)."""
+    return next(i["value"] for i in resource["identifier"] if i["type"]["coding"][0]["code"] == "UUID")
+
+
 def load_fixture(name: str) -> dict[str, Any]:
     return json.loads((FIXTURES / name).read_text(encoding="utf-8"))
 

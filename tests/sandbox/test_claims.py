@@ -6,7 +6,7 @@ import pytest
 
 from mediator.sandbox import SandboxConfig, create_sandbox_app
 
-from .helpers import BASE, load_fixture, make_claim
+from .helpers import BASE, load_fixture, make_claim, uuid_of
 
 STATUS_SYSTEM = "https://openimis.github.io/openimis_fhir_r4_ig/CodeSystem/claim-status"
 REASON_SYSTEM = "https://openimis.github.io/openimis_fhir_r4_ig/CodeSystem/claim-rejection-reasons"
@@ -29,7 +29,7 @@ def test_positive_claim_is_checked(api):
     assert cr["resourceType"] == "ClaimResponse"
     assert cr["outcome"] == "partial"
     codes = {i["type"]["coding"][0]["code"]: i["value"] for i in cr["identifier"]}
-    assert codes["Code"] == "C-POS-1" and codes["UUID"] == cr["id"]
+    assert codes["Code"] == "C-POS-1" and cr["id"] == "C-POS-1"  # as 24.04: the code, not the UUID
     # items first (0004), then services (A1), whatever the request order was
     assert [_ref(i) for i in cr["item"]] == ["0004", "A1"]
     assert [i["itemSequence"] for i in cr["item"]] == [1, 2]
@@ -40,8 +40,9 @@ def test_positive_claim_is_checked(api):
     assert first["amount"] == {"value": 10.0, "currency": "$"} and first["value"] == 2.0
     assert [t["category"]["coding"][0]["code"] for t in cr["total"]] == ["2", "4"]
     assert cr["total"][1]["amount"]["value"] == 30.0
-    assert cr["patient"]["reference"].startswith("Patient/")
-    assert cr["requestor"]["reference"].startswith("Practitioner/")
+    assert cr["patient"]["reference"] == "Patient/070707070"
+    assert cr["requestor"]["reference"] == "Practitioner/JMDP0011"
+    assert cr["request"]["reference"] == "ClaimV2/C-POS-1"
     assert cr["item"][0]["extension"][0]["url"].endswith("/StructureDefinition/claim-item-reference")
 
 
@@ -108,10 +109,11 @@ def test_historical_insuree_row_reason_7(api):
     assert cr["outcome"] == "complete"
     assert {_adjudication(i)[0] for i in cr["item"]} == {("1", "7")}
     assert cr["item"][0]["adjudication"][0]["reason"]["coding"][0]["display"] == "FAMILY"
-    current = api.get("Patient/?identifier=070707073").json["id"]
-    cr = api.post("Claim/", make_claim("C-CURR", patient=f"Patient/{current}")).json
+    found = api.get("Patient/?identifier=070707073").json
+    assert found["id"] == "070707073"  # as 24.04: `id` is the insuree number, which resolves to row 1
+    cr = api.post("Claim/", make_claim("C-CURR", patient=f"Patient/{uuid_of(found)}")).json
     assert cr["outcome"] == "partial"
-    assert cr["patient"]["reference"] == f"Patient/{current}"
+    assert cr["patient"]["reference"] == "Patient/070707073"
 
 
 def test_queued_prefix_then_adjudicate_later(api):
@@ -238,13 +240,11 @@ def test_module_fixture_test_claim_is_accepted(api):
     assert cr.status_code == 201
     cr = cr.json
     assert cr["outcome"] == "partial"
-    assert cr["patient"]["reference"] == "Patient/76aca309-f8cf-4890-8f2e-b416d78de00b"
-    assert cr["requestor"]["reference"] == "Practitioner/044c33d1-dbf3-4d6a-9924-3797b461e535"
+    # As 24.04 answers: references by code, whatever the claim referenced them by.
+    assert cr["patient"]["reference"] == "Patient/999000001"
+    assert cr["requestor"]["reference"] == "Practitioner/VITEST99"
     refs = [i["extension"][0]["valueReference"]["reference"] for i in cr["item"]]
-    assert refs == [
-        "Medication/e2bc1546-390b-4d41-8571-632ecf7a0936",
-        "ActivityDefinition/a17602f4-e9ff-4f42-a6a4-ccefcb23b4d6",
-    ]
+    assert refs == ["Medication/0004", "ActivityDefinition/M7"]
 
 
 def test_module_fixture_with_code_references_is_accepted(api):

@@ -22,7 +22,7 @@ from flask import Flask
 
 from mediator.sandbox import SandboxConfig, create_sandbox_app
 
-from .helpers import BASE, Api, make_claim
+from .helpers import BASE, Api, make_claim, uuid_of
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -85,7 +85,7 @@ def test_claims_counters_and_adjudication_survive_a_restart(state):
     assert after["submissions"] == {"D-POS": 3, "D-NEG": 1, "Q-D1": 1, "D-BAD": 1}
     assert after["accepted"] == {"D-POS": 2, "D-NEG": 1, "Q-D1": 1}
     by_code = {(c["code"], c["facility"]): c for c in after["claims"]}
-    assert by_code[("D-POS", "HF0001")]["uuid"] == pos["id"]
+    assert by_code[("D-POS", "HF0001")]["uuid"] == uuid_of(pos)
     assert by_code[("D-NEG", "HF0003")]["status_name"] == "rejected"
     assert by_code[("D-NEG", "HF0003")]["lines"][0]["rejection_reason"] == 2
     assert by_code[("Q-D1", "HF0001")]["status_name"] == "valuated"
@@ -116,7 +116,7 @@ def test_commit_is_visible_to_another_connection_before_the_answer_is_used(state
     with sqlite3.connect(state) as other:
         rows = other.execute("SELECT uuid, code, facility_code FROM claims").fetchall()
         counts = other.execute("SELECT code, n FROM submissions").fetchall()
-    assert rows == [(cr["id"], "D-VIS", "HF0001")]
+    assert rows == [(uuid_of(cr), "D-VIS", "HF0001")]
     assert counts == [("D-VIS", 1)]
     _close(app)
 
@@ -240,7 +240,7 @@ def test_sigkilled_process_keeps_its_claims(state):
         status, claims = _call(port, "/_sandbox/claims")
         assert status == 200
         assert [(c["uuid"], c["code"], c["status_name"]) for c in claims["claims"]] == [
-            (cr["id"], "K-1", "checked")
+            (uuid_of(cr), "K-1", "checked")
         ]
         assert claims["submissions"] == {"K-1": 1}
         status, dup = _call(port, BASE + "Claim/", make_claim("K-1"), token)  # token from before the kill

@@ -4,7 +4,8 @@ The real core the suite runs (4.0.5) only speaks the legacy token scheme, so the
 tested against this: it follows what the contract note read from core 8.5's source — Basic
 auth on every call, `/authenticate/:email` answering 404 for password-only users, semver-gated
 re-registration (same or lower version: ignored, still 201), heartbeat answering the config
-when it changed in the console or when asked, channel installation from defaultChannelConfig.
+when it changed in the console or when asked, channel installation from defaultChannelConfig,
+a channel name core already has failing the installation (500, E11000), as core's unique index does.
 """
 
 from __future__ import annotations
@@ -106,8 +107,15 @@ def create_standin(state: StandInState) -> Flask:
         urn = unquote(urn)
         names = request.get_json()
         wanted = [c for c in state.mediators[urn]["defaultChannelConfig"] if not names or c["name"] in names]
-        state.channels.extend(wanted)
+        existing = {c["name"] for c in state.channels}
+        state.channels.extend(c for c in wanted if c["name"] not in existing)  # saved one by one
+        if any(c["name"] in existing for c in wanted):  # the unique index on channels.name
+            return Response("Could not load mediator default channel config: E11000 duplicate key", 500)
         return Response("channels created", 201)
+
+    @app.get("/channels")
+    def list_channels() -> Response:
+        return jsonify(state.channels)
 
     return app
 

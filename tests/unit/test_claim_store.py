@@ -1,4 +1,6 @@
-"""The durable claim store: one record per (claim code, facility), leases, retention."""
+"""What only the SQLite claim store does: one file per instance, WAL, private files, its layouts.
+
+The promises every store keeps are in tests/store/test_claim_store_contract.py."""
 
 import multiprocessing
 import os
@@ -26,51 +28,6 @@ def record(code="C1", facility="HF1", content="h1", state=ClaimState.SENDING, **
         payload={"claim": {"resourceType": "Claim"}},
         **{"created_at": 100.0, "updated_at": 100.0, **fields},
     )
-
-
-def test_intake_keeps_the_first_record_of_a_key(store):
-    first, is_new = store.intake(record())
-    assert is_new
-    again, is_new = store.intake(record(content="h2"))
-    assert not is_new and again.id == first.id and again.content_hash == "h1"
-    assert store.intake(record(facility="HF2"))[1], "claim codes are unique per facility only"
-
-
-def test_an_invalid_claim_may_be_corrected_under_the_same_code(store):
-    first, _ = store.intake(record())
-    store.finish(first.id, None, state=ClaimState.INVALID)
-    _, is_new = store.intake(record())
-    assert not is_new, "the same content gets the recorded refusal"
-    corrected, is_new = store.intake(record(content="fixed"))
-    assert is_new and corrected.content_hash == "fixed"
-
-
-def test_a_correction_that_cannot_be_stored_leaves_the_refused_claim_in_place(store):
-    first, _ = store.intake(record())
-    store.finish(first.id, None, state=ClaimState.INVALID)
-    other, _ = store.intake(record(code="C2"))
-    clash = record(content="fixed")
-    clash.id = other.id  # its insert fails after the refused record was deleted
-    with pytest.raises(sqlite3.IntegrityError):
-        store.intake(clash)
-    kept = store.by_key("C1", "HF1")
-    assert kept is not None and kept.id == first.id and kept.state == ClaimState.INVALID
-
-
-def test_concurrent_intake_of_one_key_admits_one(tmp_path):
-    path = tmp_path / "claims.sqlite3"
-    SqliteClaimStore(path)
-    results = []
-
-    def intake():
-        results.append(SqliteClaimStore(path).intake(record(content="same"))[1])
-
-    threads = [threading.Thread(target=intake) for _ in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert results.count(True) == 1
 
 
 def _write_claims(path, worker, errors):
@@ -138,38 +95,6 @@ def test_processes_starting_together_all_open_a_new_store(tmp_path):
         db.close()
 
 
-def test_leases_give_stale_and_due_records_to_one_owner(store):
-    live = record("LIVE", lease_until=1000.0, lease_owner="worker-a")
-    stale = record("STALE", lease_until=50.0, lease_owner="worker-dead")
-    queued_due = record("DUE", state=ClaimState.QUEUED, next_attempt_at=90.0)
-    queued_later = record("LATER", state=ClaimState.QUEUED, next_attempt_at=500.0)
-    done = record("DONE", state=ClaimState.DONE)
-    for r in (live, stale, queued_due, queued_later, done):
-        store.intake(r)
-    taken = {r.claim_code for r in store.lease_due(now=100.0, lease_s=30, owner="forwarder", limit=10)}
-    assert taken == {"STALE", "DUE"}
-    assert store.lease_due(now=101.0, lease_s=30, owner="other", limit=10) == [], (
-        "leased records are not taken twice"
-    )
-    assert not store.finish(stale.id, "worker-dead", state=ClaimState.DONE), (
-        "a lost lease cannot record an answer"
-    )
-    assert store.finish(stale.id, "forwarder", state=ClaimState.DONE)
-
-
-def test_stats_and_retention(store):
-    store.intake(record("Q1", state=ClaimState.QUEUED, last_error="openIMIS answered 503"))
-    store.intake(record("D1", state=ClaimState.DONE))
-    unsynced = record("D2", state=ClaimState.DONE)
-    store.intake(unsynced)
-    store.await_report(unsynced.id, "tx-answered-202")
-    stats = store.stats(now=160.0)
-    assert (stats.depth, stats.finished, stats.oldest_queued_age_s) == (1, 2, 60.0)
-    assert stats.last_error == "openIMIS answered 503"
-    assert store.purge_finished(before=200.0) == 1, "a result not yet reported to OpenHIM is kept"
-    assert store.get(unsynced.id) is not None
-
-
 def test_records_survive_reopening(tmp_path):
     path = tmp_path / "claims.sqlite3"
     SqliteClaimStore(path).intake(record(openimis_id="up-1"))
@@ -179,28 +104,9 @@ def test_records_survive_reopening(tmp_path):
     assert oct(path.stat().st_mode & 0o777) == "0o600"
 
 
-def test_retry_leaves_a_claim_in_flight_to_its_sender(store):
-    in_flight = record("LIVE", lease_until=10**12, lease_owner="worker-a")
-    store.intake(in_flight)
-    assert not store.retry_now("LIVE")
-    assert store.get(in_flight.id).lease_owner == "worker-a"
-
-
 def test_the_store_directory_is_private(tmp_path):
     SqliteClaimStore(tmp_path / "state" / "claims.sqlite3").intake(record())
     assert oct((tmp_path / "state").stat().st_mode & 0o777) == "0o700", "the -wal file holds claims too"
-
-
-def test_every_transaction_answered_202_is_reported_once_the_claim_is_final(store):
-    held = record("H1", state=ClaimState.QUEUED)
-    store.intake(held)
-    store.await_report(held.id, "tx-first")
-    store.await_report(held.id, "tx-rerun")
-    assert store.due_reports(10) == [], "nothing to report while the claim is not final"
-    store.finish(held.id, None, state=ClaimState.DONE)
-    assert sorted(tx for _, tx in store.due_reports(10)) == ["tx-first", "tx-rerun"]
-    store.reported(held.id, "tx-first")
-    assert [tx for _, tx in store.due_reports(10)] == ["tx-rerun"]
 
 
 def test_requests_leave_checkpoints_to_the_agent(store):
@@ -304,8 +210,8 @@ def test_a_store_of_the_previous_layout_is_upgraded_in_place(tmp_path):
     store = SqliteClaimStore(path)
     with sqlite3.connect(path) as db:
         indexes = {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
-    assert not indexes & {"claims_due", "claims_openimis_id", "claims_updated"}
-    assert {"claims_open", "claims_by_openimis_id", "claims_finished"} <= indexes
+    assert not indexes & {"claims_due", "claims_openimis_id", "claims_updated", "claims_open"}
+    assert {"claims_open_states", "claims_by_openimis_id", "claims_finished"} <= indexes
     assert store.get("uuid-1").id == "r1", "found by its openIMIS id"
     assert [r.id for r in store.lease_due(10.0, 60, "forwarder", 10)] == ["r2"]
     assert store.purge_finished(before=5.0) == 1

@@ -3,6 +3,7 @@ the coverage fallback and when it must refuse to answer)."""
 
 import copy
 import json
+import uuid
 from datetime import date
 
 import pytest
@@ -15,14 +16,17 @@ from mediator.openhim.orchestrations import OrchestrationRecorder
 from mediator.openimis.client import OpenImisClient
 from mediator.openimis.errors import OpenImisTimeout
 from mediator.transactions import eligibility, insurees
-from tests.conftest import FIXTURES
+from mediator.transactions.eligibility import coverage_fallback
+from tests.conftest import FIXTURES, real_capture
 
 BASE = "https://imis.example.org/api/api_fhir_r4/"
 PUBLIC = "https://hie.example.org/openimis"
 TODAY = date(2025, 3, 14)
-UUID = "0a4c5e42-1b2c-4d5e-8f90-123456789abc"
+#: The current row of insuree 070707070 on the real backend (the UUID is only in its identifier).
+UUID = "0539afeb-21a1-4b3f-9478-23e6f41b0024"
 POLICY = "7d3f0e1c-2222-4a4a-9b9b-abcdefabcdef"
-SP_ERROR = 'syntax error at or near "EXEC"\nLINE 1: EXEC [dbo].[uspServiceItemEnquiry]'
+#: What the real 24.04 eligibility service answers (500) for an insuree with a policy in force.
+SP_ERROR = real_capture("CoverageEligibilityRequest_500")["issue"][0]["details"]["text"]
 
 
 @pytest.fixture
@@ -44,15 +48,9 @@ def imis():
         yield rsps
 
 
-def patient(number="070707070", uuid=UUID):
-    code_type = {"coding": [{"system": "x", "code": "Code"}]}
-    uuid_type = {"coding": [{"system": "x", "code": "UUID"}]}
-    return {
-        "resourceType": "Patient",
-        "id": uuid,
-        "identifier": [{"type": uuid_type, "value": uuid}, {"type": code_type, "value": number}],
-        "name": [{"family": "Doe", "given": ["John"]}],
-    }
+def patient():
+    """The real answer to `Patient/?identifier=070707070`: `id` is the insuree number."""
+    return real_capture("Patient_search_identifier_070707070")
 
 
 def request(**overrides):
@@ -90,22 +88,35 @@ def working_answer(policies=(POLICY,)):
 def coverage(
     beneficiary="Patient/070707070", status="active", start="2020-01-01", end="2027-12-31", cid=POLICY
 ):
-    return {
-        "resourceType": "Coverage",
-        "id": cid,
-        "status": status,
-        "beneficiary": {"reference": beneficiary},
-        "period": {"start": start, "end": end},
-    }
+    """A Coverage as the real backend lists it: no `id`, known by its UUID (and ACSN) identifier."""
+    real = real_capture("Coverage_search_beneficiary_count_2")["entry"][0]["resource"]
+    assert "id" not in real
+    real["identifier"][0]["value"] = policy_uuid(cid)
+    real["status"] = status
+    for role in ("beneficiary", "policyHolder"):
+        real[role] = {"reference": beneficiary}
+    real["period"] = {"start": start, "end": end}
+    return real
 
 
-def bundle(*resources):
-    return {
+def policy_uuid(name):
+    """Policies are named in the tests; openIMIS knows them by UUID."""
+    return name if len(name) == 36 else str(uuid.uuid5(uuid.NAMESPACE_URL, name))
+
+
+def bundle(*resources, more=False):
+    out = {
         "resourceType": "Bundle",
         "type": "searchset",
         "total": len(resources),
+        "link": [
+            {"relation": "self", "url": "https%3A%2F%2Fimis.example.org%2Fapi%2Fapi_fhir_r4%2FCoverage%2F"}
+        ],
         "entry": [{"resource": r} for r in resources],
     }
+    if more:
+        out["link"].append({"relation": "next", "url": "https%3A%2F%2Fimis.example.org%2Fnext"})
+    return out
 
 
 def check(client, recorder, body, properties=None):
@@ -332,7 +343,7 @@ def test_fallback_answers_from_the_insurees_coverage(client, recorder, imis):
     search = imis.get(
         BASE + "Coverage/",
         json=bundle(coverage(beneficiary=f"Patient/{UUID.upper()}")),
-        match=[matchers.query_param_matcher({"beneficiary": f"Patient/{UUID}"})],
+        match=[matchers.query_param_matcher({"beneficiary": "Patient/070707070", "_count": "100"})],
     )
     props = {}
     answer = check(client, recorder, request(), props)
@@ -353,13 +364,14 @@ def test_fallback_answers_from_the_insurees_coverage(client, recorder, imis):
     assert "eligibility service failed" in resource["disposition"]
     assert "benefit limits" in resource["disposition"]
     assert resource["request"]["reference"] == "CoverageEligibilityRequest/visit-42"
-    assert "EXEC" not in json.dumps(resource) and "Doe" not in json.dumps(resource)
+    assert SP_ERROR not in json.dumps(resource) and "Macintyre" not in json.dumps(resource)
+    assert resource["patient"] == {"reference": "Patient/070707070", "display": "070707070"}
     assert props["eligibility_source"] == "coverage-fallback" and props["policies_in_force"] == 1
     CoverageEligibilityResponse.model_validate(resource)
     assert [c.name for c in recorder.calls][1:] == [
         "openIMIS eligibility request",
         "openIMIS insuree lookup (eligibility fallback)",
-        "openIMIS coverage search (eligibility fallback)",
+        "openIMIS coverage search (eligibility fallback), page 1",
     ]
 
 
@@ -374,8 +386,57 @@ def test_fallback_keeps_only_this_insurees_active_policies_in_force_on_the_date(
     )
     imis.get(BASE + "Coverage/", json=unfiltered)
     answer = check(client, recorder, request(servicedDate="2025-03-01"))
-    assert [i["coverage"]["reference"] for i in answer.resource["insurance"]] == ["Coverage/good"]
+    assert [i["coverage"]["reference"] for i in answer.resource["insurance"]] == [
+        f"Coverage/{policy_uuid('good')}"
+    ]
     assert answer.resource["servicedDate"] == "2025-03-01"
+
+
+def test_fallback_reads_on_through_pages_openimis_did_not_filter(client, recorder, imis):
+    failing(imis)
+    imis.get(BASE + "Patient/", json=patient())
+    others = bundle(coverage(beneficiary="Patient/111111119", cid="neighbour"), more=True)
+    imis.get(BASE + "Coverage/", json=others, match=[matchers.query_param_matcher({}, strict_match=False)])
+    page2 = imis.get(
+        BASE + "Coverage/",
+        json=bundle(coverage(cid="ours")),
+        match=[matchers.query_param_matcher({"page-offset": "2"}, strict_match=False)],
+    )
+    answer = check(client, recorder, request())
+    assert page2.call_count == 1
+    assert [i["coverage"]["reference"] for i in answer.resource["insurance"]] == [
+        f"Coverage/{policy_uuid('ours')}"
+    ]
+
+
+def test_fallback_reads_a_bounded_number_of_pages(client, recorder, imis):
+    failing(imis)
+    imis.get(BASE + "Patient/", json=patient())
+    search = imis.get(BASE + "Coverage/", json=bundle(coverage(beneficiary="Patient/111111119"), more=True))
+    with pytest.raises(FhirError) as err:
+        check(client, recorder, request())
+    assert err.value.status == 502
+    assert search.call_count == coverage_fallback.MAX_PAGES
+
+
+def test_fallback_on_the_real_backends_answers_vouches_for_no_expired_policy(client, recorder, imis):
+    """Stock demo data: the real Coverage list, every policy expired in 2020."""
+    failing(imis)
+    imis.get(BASE + "Patient/", json=patient())
+    imis.get(BASE + "Coverage/", json=real_capture("Coverage_search_beneficiary_count_2"))
+    with pytest.raises(FhirError) as err:
+        check(client, recorder, request())
+    assert err.value.status == 502 and err.value.issues[0].code == "transient"
+
+
+def test_fallback_vouches_for_a_real_coverage_in_force_on_the_date_asked(client, recorder, imis):
+    failing(imis)
+    imis.get(BASE + "Patient/", json=patient())
+    imis.get(BASE + "Coverage/", json=real_capture("Coverage_search_beneficiary_count_2"))
+    answer = check(client, recorder, request(servicedDate="2020-03-01"))
+    assert [i["coverage"]["reference"] for i in answer.resource["insurance"]] == [
+        "Coverage/a3df066b-3e23-429a-92ad-cd1ef46daa2f"  # 070707070's; 111111119's is left out
+    ]
 
 
 @pytest.mark.parametrize(
@@ -452,7 +513,7 @@ def test_patient_search_wraps_the_bare_patient(client, recorder, imis):
     found, number = insurees.search(client, [("identifier", "urn:x|070707070")], recorder, PUBLIC)
     assert number == "070707070"
     assert found["type"] == "searchset" and found["total"] == 1
-    assert found["entry"][0]["fullUrl"] == f"{PUBLIC}/Patient/{UUID}"
+    assert found["entry"][0]["fullUrl"] == f"{PUBLIC}/Patient/070707070"
     assert found["link"][0]["url"] == f"{PUBLIC}/Patient?identifier=070707070"
 
 
@@ -475,7 +536,7 @@ def test_patient_search_needs_an_identifier(client, recorder, params):
 
 def test_patient_read_by_number_uses_the_identifier_search_and_404s_when_unknown(client, recorder, imis):
     imis.get(BASE + "Patient/", json=patient())
-    assert insurees.read(client, "070707070", recorder)["id"] == UUID
+    assert insurees.read(client, "070707070", recorder)["id"] == "070707070"
     imis.get(
         BASE + f"Patient/{UUID}/",
         status=500,

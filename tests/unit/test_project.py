@@ -6,6 +6,8 @@ import tomllib
 from dataclasses import fields
 from pathlib import Path
 
+import yaml
+
 from mediator import __version__
 from mediator.settings import Settings
 
@@ -35,3 +37,18 @@ def test_readme_starts_with_the_two_commands_and_ci_runs_the_test_one():
     assert block[0].startswith("./scripts/serve")
     assert block[1].startswith("./scripts/test")
     assert "./scripts/test" in (ROOT / ".ci" / "run").read_text()
+
+
+def test_compose_file_starts_replicas_with_settings_the_mediator_knows():
+    """No Docker here: what can be checked without it is that every variable given is a setting."""
+    root = Path(__file__).resolve().parents[2]
+    compose = yaml.safe_load((root / "compose.yaml").read_text())
+    known = {f.name.upper() for f in fields(Settings)}
+    replicas = [s for name, s in compose["services"].items() if name.startswith("mediator-")]
+    assert len(replicas) == 2
+    for replica in replicas:
+        for variable in replica["environment"]:
+            assert variable.removesuffix("_FILE") in known, variable
+        assert "CLAIM_STORE_URL_FILE" in replica["environment"]
+    for secret in compose["secrets"].values():
+        assert (root / secret["file"]).is_file()

@@ -1,3 +1,4 @@
+import os
 import subprocess
 import sys
 from dataclasses import fields
@@ -22,6 +23,22 @@ def test_environment_overrides_defaults(settings):
 
 
 @pytest.mark.parametrize(
+    ("url", "base"),
+    [
+        ("https://imis.example.org", "https://imis.example.org/api/api_fhir_r4/"),
+        ("https://imis.example.org/", "https://imis.example.org/api/api_fhir_r4/"),
+        ("https://imis.example.org/api/api_fhir_r4/", "https://imis.example.org/api/api_fhir_r4/"),
+        ("https://imis.example.org/api/api_fhir_r4", "https://imis.example.org/api/api_fhir_r4/"),
+        ("https://hie.example.org/imis/api/api_fhir_r4/", "https://hie.example.org/imis/api/api_fhir_r4/"),
+        ("https://hie.example.org/imis", "https://hie.example.org/imis/api/api_fhir_r4/"),
+    ],
+)
+def test_an_openimis_url_given_with_the_fhir_path_is_not_doubled(url, base):
+    env = {"OPENIMIS_URL": url, "OPENIMIS_USERNAME": "Admin", "OPENIMIS_PASSWORD": "x"}
+    assert load_settings(env).openimis_fhir_base == base
+
+
+@pytest.mark.parametrize(
     ("env", "named"),
     [
         ({"MEDIATOR_PORT": "eighty"}, "MEDIATOR_PORT"),
@@ -43,6 +60,24 @@ def test_invalid_setting_is_named(env, named):
 def test_password_never_shows_in_repr(settings):
     assert "s3cret-pass" not in repr(settings)
     assert settings.openimis_password.reveal() == "s3cret-pass"
+
+
+def test_the_claim_store_url_is_a_secret_and_must_be_postgresql():
+    url = "postgresql://mediator:db-pass-1@db.example.org:5432/claims"
+    settings = load_settings({"CLAIM_STORE_URL": url})
+    assert settings.claim_store_url.reveal() == url and "db-pass-1" not in repr(settings)
+    shown = subprocess.run(
+        [sys.executable, "-m", "mediator", "check-config"],
+        env={**os.environ, "CLAIM_STORE_URL": url},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert (
+        shown.returncode == 0 and "CLAIM_STORE_URL='***'" in shown.stdout and "db-pass-1" not in shown.stdout
+    )
+    with pytest.raises(SettingsError, match="CLAIM_STORE_URL"):
+        load_settings({"CLAIM_STORE_URL": "mysql://x:y@h/db"})
 
 
 def test_invalid_setting_stops_the_start_with_one_line():

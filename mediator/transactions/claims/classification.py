@@ -18,6 +18,7 @@ from typing import Any
 from mediator.fhir.elements import (
     CLAIM_CODE_TYPES,
     CLAIM_STATUS_SYSTEM,
+    IDENTIFIER_SYSTEM,
     KIND_OF_TYPE,
     REJECTION_REASON_SYSTEM,
     REJECTION_REASONS,
@@ -29,6 +30,7 @@ from mediator.fhir.elements import (
     split_reference,
     text,
 )
+from mediator.openimis.identifiers import openimis_uuid
 from mediator.transactions.claims.normalise import ItemRef
 
 
@@ -167,6 +169,7 @@ def classify(claim_response: dict[str, Any], request_items: Sequence[ItemRef] = 
     response["item"] = out_items
     response["outcome"] = _fhir_outcome(outcome, status)
     response["disposition"] = _disposition(outcome, status, reasons)
+    response["request"] = _request_reference(claim_response)
     if errors:
         response["error"] = [*arr(claim_response.get("error")), *errors]
     totals = list(arr(claim_response.get("total")))
@@ -362,6 +365,19 @@ def _claim_code(claim_response: dict[str, Any]) -> str | None:
 
 
 # --- building the facility's answer ----------------------------------------------------------
+
+
+def _request_reference(claim_response: dict[str, Any]) -> dict[str, Any]:
+    """openIMIS points at its internal `ClaimV2/<code>`; facilities get `Claim/<openIMIS UUID>`."""
+    ref: dict[str, Any] = {"type": "Claim"}
+    if uuid := openimis_uuid(claim_response):
+        ref["reference"] = f"Claim/{uuid}"
+    if code := _claim_code(claim_response):
+        ref["identifier"] = {
+            "type": {"coding": [{"system": IDENTIFIER_SYSTEM, "code": "Code"}]},
+            "value": code,
+        }
+    return ref
 
 
 def _adjudication(code: str, amount: float, currency: str | None) -> dict[str, Any]:

@@ -18,8 +18,9 @@ from mediator.openimis.client import OpenImisClient
 from mediator.openimis.quirks import searchset
 from mediator.openimis.reads import read_resource
 from mediator.store import ClaimRecord, ClaimState
+from mediator.transactions.claims.answers import held_claim_response
 from mediator.transactions.claims.classification import classify
-from mediator.transactions.claims.submission import ClaimSubmission, held_claim_response
+from mediator.transactions.claims.submission import ClaimSubmission
 
 
 def read(
@@ -27,7 +28,7 @@ def read(
 ) -> dict[str, Any]:
     found = find(submission, client, ident, recorder)
     if found is None:
-        raise FhirError.of(404, "not-found", f"ClaimResponse/{ident} is not known", outcome="not-found")
+        raise FhirError.of(404, "not-found", f"ClaimResponse/{ident} is not known")
     return found
 
 
@@ -59,7 +60,6 @@ def search(
             "required",
             "search ClaimResponse by identifier (the claim code) or by request (Claim/<id>)",
             ["identifier"],
-            outcome="invalid-search",
         )
     return searchset(found, public_base, f"{public_base}/ClaimResponse?{query}")
 

@@ -14,40 +14,31 @@ sent, so that it is either accepted upstream exactly once or held and reported a
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
-import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
-from mediator.fhir.outcome import FhirError, Issue, operation_outcome
+from mediator.fhir.outcome import FhirError, Issue
 from mediator.ids import RandomIds
-from mediator.jsontext import compact_json, compact_json_bytes
-from mediator.openhim.envelope import TransactionStatus
-from mediator.openhim.orchestrations import OrchestrationRecorder, iso_now
+from mediator.jsontext import compact_json_bytes
+from mediator.openhim.orchestrations import OrchestrationRecorder
 from mediator.openimis.client import OpenImisClient, UpstreamResponse
 from mediator.openimis.errors import OpenImisBroken, OpenImisError, OpenImisRateLimited
+from mediator.openimis.identifiers import openimis_uuid
 from mediator.openimis.insuree_numbers import InsureeNumbers
 from mediator.openimis.reads import read_resource
+from mediator.openimis.refusals import refusals
 from mediator.settings import Settings
 from mediator.store import ClaimRecord, ClaimState, ClaimStore
-from mediator.transactions.claims.classification import (
-    HTTP_STATUS,
-    OPENHIM_STATUS,
-    OUTCOME_TAG_SYSTEM,
-    ClaimOutcome,
-    ClassifiedResponse,
-    classify,
-)
+from mediator.transactions.claims.answers import ClaimAnswer
 from mediator.transactions.claims.known_elements import CanonicalClaim, KnownElements, canonical_claim
 from mediator.transactions.claims.normalise import (
-    ItemRef,
     NormalisedClaim,
     normalise_claim,
     with_patient_uuid,
 )
+from mediator.transactions.claims.recording import OutcomeRecording, item_refs
 from mediator.transactions.claims.validation import claim_key, parse_claim, validate_claim
 
 log = logging.getLogger("mediator.claims")
@@ -71,26 +62,12 @@ _BROKEN_MARKERS = (
 )
 
 
-@dataclass
-class ClaimAnswer:
-    """What the facility is told, and what the OpenHIM transaction records."""
-
-    http_status: int
-    body: dict[str, Any]
-    transaction_status: TransactionStatus
-    outcome: str
-    headers: dict[str, str] = field(default_factory=dict)
-    properties: dict[str, Any] = field(default_factory=dict)
-    #: `body` as recorded in the store, when it was: answered as is, not encoded again.
-    encoded: str | None = None
-
-
 def content_hash(canon: CanonicalClaim) -> str:
     """SHA-256 of the claim's canonical JSON: what tells a resend from a new claim under one code."""
     return hashlib.sha256(canon.text.encode()).hexdigest()
 
 
-class ClaimSubmission:
+class ClaimSubmission(OutcomeRecording):
     """Submits claims and delivers held ones; shared by the workers and the forwarder."""
 
     def __init__(
@@ -115,7 +92,7 @@ class ClaimSubmission:
         canon = canonical_claim(claim)
         issues = validate_claim(claim, self._known_elements, canon)
         if issues:
-            raise FhirError(422, issues, outcome="invalid-claim")
+            raise FhirError(422, issues)
         use = claim.get("use", "claim")
         if use in UNSUPPORTED_USES:
             raise FhirError.of(
@@ -123,7 +100,6 @@ class ClaimSubmission:
                 "not-supported",
                 f"use '{use}' is not supported: openIMIS only adjudicates claims (use 'claim')",
                 ["Claim.use"],
-                outcome="not-supported",
             )
         normalised = normalise_claim(claim)
         code, facility = claim_key(claim)
@@ -136,6 +112,7 @@ class ClaimSubmission:
             content_hash=content_hash(canon),
             state=ClaimState.SENDING,
             payload={
+                "received": claim,  # answered as it came by GET /fhir/Claim/<id>
                 "claim": normalised.claim,
                 "patient_chfid": normalised.patient_chfid,
                 "item_refs": [ref.__dict__ for ref in normalised.item_refs],
@@ -146,7 +123,8 @@ class ClaimSubmission:
             # crash leaves it "in doubt" and it is looked up upstream before any resend.
             attempts=1,
             lease_until=now + self._settings().claim_lease_s,
-            lease_owner=f"worker-{record_id}",  # one intake, one lease: no second id needed
+            # One intake, one lease: the record's id makes it unique; the replica says where it is.
+            lease_owner=f"{self._settings().replica_name}/worker-{record_id}",
             openhim_tx_id=openhim_tx_id,
         )
         stored, is_new = self.store.intake(record)
@@ -158,7 +136,6 @@ class ClaimSubmission:
                     f"claim code '{code}' of facility '{facility}' was already submitted with other content;"
                     " use a new claim code for a new claim",
                     ["Claim.identifier"],
-                    outcome="conflict",
                 )
             answer = self._replay(stored)
         else:
@@ -188,10 +165,18 @@ class ClaimSubmission:
         """Get a claim the caller holds the lease of into openIMIS, and record the answer."""
         client = self._client()
         try:
+            if record.state == ClaimState.UNCONFIRMED:
+                # Never submitted again: only looked up, until it shows as this facility's.
+                found = self._look_up_upstream(client, record, recorder)
+                return (
+                    self._record_classified(record, found, notify=not first_attempt)
+                    if found
+                    else self._hold_unconfirmed(record)
+                )
             if not first_attempt and record.attempts > 0:
                 found = self._look_up_upstream(client, record, recorder)
                 if found is not None:
-                    return self._record_classified(record, found)
+                    return self._record_classified(record, found, notify=not first_attempt)
             payload = record.payload
             claim = payload["claim"]
             if payload.get("patient_chfid"):
@@ -206,6 +191,7 @@ class ClaimSubmission:
                                 ["Claim.patient"],
                             )
                         ],
+                        notify=not first_attempt,
                     )
                 claim = with_patient_uuid(_normalised(payload), patient_uuid)
             if not first_attempt and not self._settle(
@@ -216,8 +202,10 @@ class ClaimSubmission:
                 return self.recorded_answer(current)
             response = client.post("Claim/", compact_json_bytes(claim), recorder, "openIMIS claim submit")
             if response.ok:
-                return self._record_classified(record, self._claim_response(response))
-            return self._upstream_refusal(client, record, response, recorder)
+                return self._record_classified(
+                    record, self._claim_response(response), notify=not first_attempt
+                )
+            return self._upstream_refusal(client, record, response, recorder, notify=not first_attempt)
         except OpenImisError as exc:
             retry_after = exc.retry_after if isinstance(exc, OpenImisRateLimited) else None
             return self._hold(record, f"{exc.public_message}: {exc}", retry_after)
@@ -235,21 +223,31 @@ class ClaimSubmission:
         record: ClaimRecord,
         response: UpstreamResponse,
         recorder: OrchestrationRecorder,
+        notify: bool = False,
     ) -> ClaimAnswer:
         messages = response.outcome_messages()
-        text = " ".join(messages).lower()
-        if messages and "already exists" in text:
+        text = " ".join(messages)
+        if messages and "already exists" in text.lower():
             # Ours from an earlier attempt whose answer was lost, most likely: read it back.
             found = self._look_up_upstream(client, record, recorder)
             if found is not None:
-                return self._record_classified(record, found)
-            return self._hold(record, "openIMIS reports the claim code as existing but cannot show it")
+                return self._record_classified(record, found, notify=notify)
+            return self._hold_unconfirmed(record)
         is_claim_error = (
-            messages and response.status in (400, 422, 500) and not any(m in text for m in _BROKEN_MARKERS)
+            messages
+            and response.status in (400, 422, 500)
+            and not any(m in text.lower() for m in _BROKEN_MARKERS)
         )
         if is_claim_error:
-            issues = [Issue("business-rule", f"openIMIS refused the claim: {m}", ["Claim"]) for m in messages]
-            return self._record_invalid(record, issues)
+            log.warning(
+                "openIMIS refused a claim",
+                extra={"claim_code": record.claim_code, "upstream_status": response.status, "reason": text},
+            )
+            issues = [
+                Issue("business-rule", f"openIMIS refused the claim: {r.text}", [r.expression])
+                for r in refusals(messages)
+            ]
+            return self._record_invalid(record, issues, notify=notify)
         return self._hold(record, f"openIMIS answered {response.status}")
 
     def _look_up_upstream(
@@ -270,7 +268,7 @@ class ClaimSubmission:
         )
         if found is None:
             return None
-        claim_uuid = _claim_uuid(found)
+        claim_uuid = openimis_uuid(found)
         claim = (
             read_resource(
                 client, "Claim", claim_uuid, recorder, "openIMIS claim read (which facility's claim?)"
@@ -292,236 +290,9 @@ class ClaimSubmission:
             raise OpenImisBroken("openIMIS accepted the claim but did not answer a ClaimResponse")
         return body
 
-    # -- adjudication of claims openIMIS left entered ---------------------------------------
-
-    def refresh_adjudication(
-        self, client: OpenImisClient, record: ClaimRecord, recorder: OrchestrationRecorder
-    ) -> dict[str, Any] | None:
-        """Ask openIMIS for the current state of an entered claim; record it once final.
-
-        Returns the facility-facing ClaimResponse, or None when openIMIS cannot tell right now.
-        """
-        try:
-            upstream = read_resource(
-                client,
-                "ClaimResponse",
-                record.openimis_id or record.claim_code,
-                recorder,
-                "openIMIS claim response read (adjudication)",
-            )
-        except OpenImisError:
-            return None
-        if upstream is None:
-            return None
-        classified = classify(upstream, _item_refs(record.payload))
-        body = classified.claim_response
-        body["id"] = record.public_id
-        if classified.outcome == ClaimOutcome.QUEUED:
-            return body
-        self._settle(
-            record,
-            None,
-            state=ClaimState.DONE,
-            outcome=str(classified.outcome),
-            response_status=HTTP_STATUS[classified.outcome],
-            response_body=compact_json(body),
-            lease_until=0,
-        )
-        return body
-
-    # -- recording outcomes ----------------------------------------------------------------
-
-    def _record_classified(self, record: ClaimRecord, claim_response: dict[str, Any]) -> ClaimAnswer:
-        classified = classify(claim_response, _item_refs(record.payload))
-        openimis_id = _openimis_id(claim_response) or record.openimis_id
-        body = classified.claim_response
-        body["id"] = openimis_id or record.id
-        settings = self._settings()
-        state = (
-            ClaimState.AWAITING_ADJUDICATION if classified.outcome == ClaimOutcome.QUEUED else ClaimState.DONE
-        )
-        self._settle(
-            record,
-            record.lease_owner,
-            state=state,
-            openimis_id=openimis_id,
-            outcome=str(classified.outcome),
-            response_status=HTTP_STATUS[classified.outcome],
-            response_body=compact_json(body),
-            next_attempt_at=self._clock() + settings.adjudication_poll_interval,
-            lease_until=0,
-            last_error=None,
-        )
-        return self._answer(record, body, classified)
-
-    def _record_invalid(self, record: ClaimRecord, issues: list[Issue]) -> ClaimAnswer:
-        outcome = operation_outcome(issues)
-        self._settle(
-            record,
-            record.lease_owner,
-            state=ClaimState.INVALID,
-            outcome="invalid",
-            response_status=422,
-            response_body=compact_json(outcome),
-            lease_until=0,
-        )
-        return self.recorded_answer(record)
-
-    def _hold(self, record: ClaimRecord, reason: str, retry_after: float | None = None) -> ClaimAnswer:
-        settings = self._settings()
-        delay = min(
-            settings.forward_backoff_initial * 2 ** max(record.attempts - 1, 0), settings.forward_backoff_max
-        )
-        delay *= 1 + random.uniform(-settings.forward_backoff_jitter, settings.forward_backoff_jitter)
-        if retry_after is not None:
-            delay = max(delay, retry_after)
-        body = held_claim_response(record, reason)
-        self._settle(
-            record,
-            record.lease_owner,
-            state=ClaimState.QUEUED,
-            outcome="queued",
-            response_status=202,
-            response_body=compact_json(body),
-            next_attempt_at=self._clock() + delay,
-            lease_until=0,
-            last_error=reason,
-        )
-        log.warning(
-            "claim held for later delivery",
-            extra={"claim_code": record.claim_code, "reason": reason, "retry_in_s": round(delay, 1)},
-        )
-        return self.recorded_answer(record)
-
-    def _settle(self, record: ClaimRecord, lease_owner: str | None, **fields: Any) -> bool:
-        """Record a result durably, and on the record the caller goes on with; False if the
-        caller's lease was lost (the record was left as another sender has it)."""
-        if not self.store.finish(record.id, lease_owner, **fields):
-            return False
-        for name, value in fields.items():
-            setattr(record, name, value)
-        return True
-
-    # -- answers ---------------------------------------------------------------------------
-
-    def recorded_answer(self, record: ClaimRecord) -> ClaimAnswer:
-        """The answer a record stands for now (also what a replay gets)."""
-        if record.state == ClaimState.SENDING or not record.response_body:
-            body = held_claim_response(record, "the claim is being delivered to openIMIS")
-            return self._held_answer(record, body)
-        body = json.loads(record.response_body)
-        if record.state == ClaimState.INVALID:
-            return ClaimAnswer(
-                422,
-                body,
-                TransactionStatus.COMPLETED,
-                "invalid",
-                properties=_properties(record, None),
-                encoded=record.response_body,
-            )
-        if record.state == ClaimState.QUEUED:
-            return self._held_answer(record, body, record.response_body)
-        outcome = ClaimOutcome(record.outcome)
-        return ClaimAnswer(
-            HTTP_STATUS[outcome],
-            body,
-            TransactionStatus(OPENHIM_STATUS[outcome]),
-            str(outcome),
-            headers=self._location(record),
-            properties=_properties(record, body),
-            encoded=record.response_body,
-        )
-
-    def _held_answer(
-        self, record: ClaimRecord, body: dict[str, Any], encoded: str | None = None
-    ) -> ClaimAnswer:
-        return ClaimAnswer(
-            202,
-            body,
-            TransactionStatus.PROCESSING,
-            "held",
-            headers=self._location(record),
-            properties=_properties(record, body),
-            encoded=encoded,
-        )
-
-    def _answer(
-        self, record: ClaimRecord, body: dict[str, Any], classified: ClassifiedResponse
-    ) -> ClaimAnswer:
-        properties = _properties(record, body)
-        properties.update(
-            {
-                "openimis_status": str(classified.openimis_status),
-                "total_claimed": classified.total_claimed,
-                "total_approved": classified.total_approved,
-                "currency": classified.currency,
-            }
-        )
-        return ClaimAnswer(
-            HTTP_STATUS[classified.outcome],
-            body,
-            TransactionStatus(OPENHIM_STATUS[classified.outcome]),
-            str(classified.outcome),
-            headers=self._location(record),
-            properties={k: v for k, v in properties.items() if v is not None},
-            encoded=record.response_body,
-        )
-
-    def _location(self, record: ClaimRecord) -> dict[str, str]:
-        return {"Location": f"{self._settings().public_base_url}/ClaimResponse/{record.public_id}"}
-
-
-def held_claim_response(record: ClaimRecord, reason: str) -> dict[str, Any]:
-    """A ClaimResponse for a claim the mediator holds: queued, with an id the facility can poll."""
-    claim = record.payload["claim"]
-    return {
-        "resourceType": "ClaimResponse",
-        "id": record.public_id,
-        "meta": {
-            "tag": [
-                {"system": OUTCOME_TAG_SYSTEM, "code": "queued", "display": "Queued: held by the mediator"}
-            ]
-        },
-        "identifier": [i for i in claim.get("identifier", []) if isinstance(i, dict)][:1],
-        "status": "active",
-        "type": claim.get("type"),
-        "use": "claim",
-        "patient": claim.get("patient"),
-        "created": iso_now()[:10],
-        "insurer": {"reference": "openIMIS"},
-        "requestor": claim.get("enterer") or claim.get("provider"),
-        "outcome": "queued",
-        "disposition": (
-            "Claim received and held by the mediator; it will be forwarded to openIMIS automatically "
-            f"({reason}). Poll this ClaimResponse for the result."
-        ),
-    }
-
-
-def _properties(record: ClaimRecord, body: dict[str, Any] | None) -> dict[str, Any]:
-    claim = record.payload.get("claim", {})
-    patient = record.payload.get("patient_chfid") or (claim.get("patient") or {}).get("reference", "")
-    return {
-        "claim_code": record.claim_code,
-        "facility": record.facility,
-        "insuree": patient.removeprefix("Patient/"),
-        "outcome": record.outcome or "queued",
-        "claim_response_id": record.public_id,
-        **({"disposition": body.get("disposition")} if body and body.get("disposition") else {}),
-    }
-
 
 def _normalised(payload: dict[str, Any]) -> NormalisedClaim:
-    return NormalisedClaim(payload["claim"], payload.get("patient_chfid"), _item_refs(payload))
-
-
-def _item_refs(payload: dict[str, Any]) -> list[ItemRef]:
-    return [ItemRef(**{**ref, "keys": tuple(ref.get("keys") or ())}) for ref in payload.get("item_refs", [])]
-
-
-def _claim_uuid(claim_response: dict[str, Any]) -> str | None:
-    reference = (claim_response.get("request") or {}).get("reference") or ""
-    return reference.removeprefix("Claim/") or _openimis_id(claim_response)
+    return NormalisedClaim(payload["claim"], payload.get("patient_chfid"), item_refs(payload))
 
 
 def _same_facility(provider: Any, facility: str) -> bool:
@@ -534,11 +305,3 @@ def _same_facility(provider: Any, facility: str) -> bool:
         str(provider.get("display") or ""),
     }
     return facility.lower() in {n.lower() for n in names if n}
-
-
-def _openimis_id(claim_response: dict[str, Any]) -> str | None:
-    for ident in claim_response.get("identifier") or []:
-        codes = {c.get("code") for c in ((ident.get("type") or {}).get("coding") or [])}
-        if "UUID" in codes and ident.get("value"):
-            return str(ident["value"])
-    return claim_response.get("id")

@@ -186,7 +186,30 @@ def _profile(claim: dict[str, Any]) -> list[Issue]:
     _diagnoses(arr(claim.get("diagnosis")), add)
     _supporting_info(arr(claim.get("supportingInfo")), add)
     _items(claim.get("item"), add)
+    _total_of_lines(claim, add)
     return issues
+
+
+def _total_of_lines(claim: dict[str, Any], add: Any) -> None:
+    """A total that is not the sum of its lines is refused rather than guessed at.
+
+    openIMIS records `total.value` as the amount claimed, beside lines it values one by one: a
+    claim whose total disagrees would reach the claims officer and the auditors as two amounts.
+    """
+    total = number(obj(claim.get("total")).get("value"))
+    lines = [
+        (number(obj(obj(i).get("quantity")).get("value")), number(obj(obj(i).get("unitPrice")).get("value")))
+        for i in arr(claim.get("item"))
+    ]
+    if total is None or not lines or any(q is None or p is None for q, p in lines):
+        return  # missing parts are reported on their own
+    lines_sum = sum(q * p for q, p in lines)  # type: ignore[operator]
+    if abs(total - lines_sum) > 0.005:
+        add(
+            "value",
+            "Claim.total.value",
+            f"total.value {total:g} is not the sum of the lines' quantity x unit price ({lines_sum:g})",
+        )
 
 
 def _reference(claim: dict[str, Any], field: str, rtype: str, what: str, add: Any) -> None:

@@ -141,3 +141,15 @@ def test_claim_code_and_key() -> None:
     )
     assert claim_code({"identifier": [{"value": " "}, {"value": "A"}]}) == "A"
     assert claim_key({}) == ("", "")
+
+
+def test_a_total_that_is_not_the_sum_of_the_lines_is_refused_on_claim_total() -> None:
+    claim = load("test_claim.json")
+    lines_sum = sum(i["quantity"]["value"] * i["unitPrice"]["value"] for i in claim["item"])
+    assert claim["total"]["value"] == lines_sum and validate_claim(claim) == []
+    claim["total"]["value"] = lines_sum + 1
+    (issue,) = validate_claim(claim)
+    assert issue.expression == ["Claim.total.value"] and issue.code == "value"
+    assert f"{lines_sum:g}" in issue.diagnostics
+    claim["total"]["value"] = lines_sum + 0.004  # a rounding of the facility's, not a disagreement
+    assert validate_claim(claim) == []
