@@ -13,11 +13,14 @@ import fcntl
 import os
 import socket
 import tempfile
+import time
 from pathlib import Path
 
 from mediator.settings import Settings, SettingsError
 
 LOCK_FILE = "instance.lock"
+#: How long a port in use is tried again before the start is refused.
+PORT_WAIT_S = 5.0
 
 
 def check_state_dir(settings: Settings) -> None:
@@ -79,6 +82,14 @@ class InstanceLock:
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())
         self._fd = fd
+        # The master's alone: a worker it forks lets go of its copy, so that a master killed
+        # alone frees the state directory for its successor at once.
+        os.register_at_fork(after_in_child=self._forget)
+
+    def _forget(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
     def holder(self) -> int | None:
         """The pid of the process holding the lock, or None when no instance holds it."""
@@ -107,18 +118,26 @@ def _pid_in(fd: int) -> int | None:
         return None
 
 
-def check_port_free(settings: Settings) -> None:
-    """Fail at once, in one line, where gunicorn would retry five times and log ten lines."""
+def check_port_free(settings: Settings, wait_s: float = PORT_WAIT_S) -> None:
+    """One line where gunicorn would log ten. A port in use is tried again for a few seconds, as
+    gunicorn does: a predecessor's workers may still be ending (a restart after a crash)."""
     host, port = settings.mediator_host, settings.mediator_port
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gunicorn binds
-        try:
-            probe.bind((host, port))
-        except OSError as exc:
-            if exc.errno == errno.EADDRINUSE:
-                raise SettingsError(f"MEDIATOR_PORT: {host}:{port} is already in use") from None
-            raise SettingsError(f"MEDIATOR_HOST: cannot listen on {host}:{port}: {exc.strerror}") from None
+    deadline = time.monotonic() + wait_s
+    while True:
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gunicorn binds
+            try:
+                probe.bind((host, port))
+                return
+            except OSError as exc:
+                if exc.errno != errno.EADDRINUSE:
+                    raise SettingsError(
+                        f"MEDIATOR_HOST: cannot listen on {host}:{port}: {exc.strerror}"
+                    ) from None
+        if time.monotonic() >= deadline:
+            raise SettingsError(f"MEDIATOR_PORT: {host}:{port} is already in use")
+        time.sleep(0.2)
 
 
 def claim_instance(settings: Settings) -> InstanceLock:

@@ -86,7 +86,7 @@ def test_a_taken_port_is_named(tmp_path):
         port = taken.getsockname()[1]
         settings = load_settings({"MEDIATOR_HOST": "127.0.0.1", "MEDIATOR_PORT": str(port)})
         with pytest.raises(SettingsError, match=rf"^MEDIATOR_PORT: 127.0.0.1:{port} is already in use$"):
-            check_port_free(settings)
+            check_port_free(settings, wait_s=0.5)
     check_port_free(settings)
 
 
@@ -119,3 +119,31 @@ def test_queue_commands_say_which_store_they_looked_for_and_create_none(tmp_path
     assert not (tmp_path / "state").exists()
     cache = _cli(tmp_path, "cache", "status")
     assert cache.returncode == 1 and f"no state directory at {tmp_path / 'state'}" in cache.stderr
+
+
+FORK_AND_KILL_MASTER = """
+import os, signal, sys, time
+from mediator.instance import InstanceLock
+InstanceLock(sys.argv[1]).acquire()
+if os.fork() == 0:  # a worker, as gunicorn forks it (the fork hooks have run when it runs)
+    print("worker", flush=True)
+    time.sleep(30)
+    os._exit(0)
+time.sleep(30)
+"""
+
+
+def test_the_lock_is_the_masters_alone_not_its_workers(tmp_path):
+    master = subprocess.Popen(
+        [sys.executable, "-c", FORK_AND_KILL_MASTER, str(tmp_path)],
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        assert master.stdout.readline() == "worker\n"
+        master.kill()  # the master alone: its worker lives on a while
+        master.wait()
+        assert InstanceLock(tmp_path).holder() is None
+    finally:
+        os.killpg(master.pid, 9)
