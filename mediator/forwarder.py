@@ -12,6 +12,7 @@ transaction already has.
 
 from __future__ import annotations
 
+import collections
 import logging
 import threading
 import time
@@ -78,11 +79,30 @@ class CallJournal:
         return len(self._claims)
 
 
+class ReadBudget:
+    """At most `rate` follow-up reads of openIMIS in any minute (a sliding window)."""
+
+    def __init__(self) -> None:
+        self._reads: collections.deque[float] = collections.deque()
+
+    def take(self, now: float, rate: int) -> bool:
+        while self._reads and self._reads[0] <= now - 60:
+            self._reads.popleft()
+        if len(self._reads) >= rate:
+            return False
+        self._reads.append(now)
+        return True
+
+    def wait_s(self, now: float) -> float:
+        return max(self._reads[0] + 60 - now, 0.1) if self._reads else 0.1
+
+
 class Forwarder:
     def __init__(self, runtime: MediatorRuntime, openhim: OpenHimApi | None) -> None:
         self.runtime = runtime
         self.openhim = openhim
         self.owner = f"{runtime.settings.replica_name}/forwarder-{uuid.uuid4().hex[:8]}"
+        self._read_budget = ReadBudget()
         self._next_purge = 0.0
         self.journal = CallJournal()
 
@@ -150,6 +170,14 @@ class Forwarder:
                 self.journal.add(record.id, recorder.calls, properties)
 
     def _follow_adjudication(self, record: ClaimRecord, recorder: OrchestrationRecorder) -> None:
+        settings = self.runtime.settings
+        now = time.time()
+        if not self._read_budget.take(now, settings.adjudication_reads_per_minute):
+            # openIMIS allows 150 requests a minute per client: follow-up reads wait their turn.
+            self.runtime.store.finish(
+                record.id, self.owner, next_attempt_at=now + self._read_budget.wait_s(now), lease_until=0
+            )
+            return
         claims = self.runtime.claims
         claims.refresh_adjudication(self.runtime.openimis, record, recorder)
         if record.state == ClaimState.AWAITING_ADJUDICATION:

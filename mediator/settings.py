@@ -111,6 +111,7 @@ class Settings:
     notification_max_failures: int = field(metadata=console("notificationMaxFailures"))
     notification_timeout: float
     adjudication_follow_days: float = field(metadata=console("adjudicationFollowDays"))
+    adjudication_reads_per_minute: int = field(metadata=console("adjudicationReadsPerMinute"))
 
     master_data_cache_enabled: bool = field(metadata=console("masterDataCacheEnabled"))
     master_data_refresh_interval: float = field(metadata=console("masterDataRefreshInterval"))
@@ -336,6 +337,12 @@ def _check(s: Settings) -> None:
         "forward_backoff_max",
         "forward_poll_interval",
         "adjudication_poll_interval",
+        "adjudication_reads_per_minute",
+        "adjudication_follow_days",
+        "notification_backoff_initial",
+        "notification_backoff_max",
+        "notification_max_failures",
+        "notification_timeout",
         "master_data_refresh_interval",
         "master_data_full_refresh_interval",
     ):
