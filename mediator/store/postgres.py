@@ -13,7 +13,23 @@ a replica that dies is delivered by the others. The database enforces both:
 
 The schema is created and migrated by the mediator itself, versioned (`schema_version`), under
 a transaction-level advisory lock: replicas started together on an empty database wait for one
-another instead of failing. Every commit is durable (PostgreSQL's default synchronous commit).
+another instead of failing.
+
+Commits are synchronous (flushed to the database's disk before they return) wherever only the
+mediator can keep a promise: a claim held for later delivery (answered 202: state QUEUED, or
+any result recorded with a 202), the OpenHIM transaction waiting for its result, leases, the
+login guard, `store migrate`, and every write not named below. A synchronous commit also
+flushes every earlier commit, so an intake is durable once the 202 of its claim is given. Two
+writes are committed with `synchronous_commit=off`, as the SQLite store writes them without an
+fsync: the intake of a claim (sent upstream next; nothing is promised yet) and a result that
+openIMIS gave (the claim is in openIMIS's custody by the time the facility is answered). A
+crash of the database server or its machine may lose the last such commits (PostgreSQL never
+loses more than ~3 x `wal_writer_delay`, and never corrupts); a claim whose record was lost is,
+if resent, recognised by openIMIS ("already exists") and read back, and one whose result was
+lost stays "in doubt" and is looked up upstream before any resend: nothing is sent twice. A
+crash of the mediator loses nothing (the database holds every commit it acknowledged). The
+asynchronous commits spare each claim two WAL flushes that its request would wait for.
+
 A database that cannot be reached raises `StoreUnavailable`: the claim is not acknowledged.
 Times are Unix seconds from each replica's clock: the replicas' clocks must agree (NTP) to well
 within `CLAIM_LEASE_S`.
@@ -57,6 +73,7 @@ T = TypeVar("T")
 _COLUMNS = COLUMNS
 _SELECT = f"SELECT {', '.join(_COLUMNS)} FROM claims"
 _INSERT = f"INSERT INTO claims ({', '.join(_COLUMNS)}) VALUES ({', '.join('%s' for _ in _COLUMNS)})"
+_INSERT_NEW = _INSERT + " ON CONFLICT DO NOTHING RETURNING id"
 _OPEN = tuple(str(s) for s in OPEN_STATES)
 _FINISHED = tuple(str(s) for s in FINISHED_STATES)
 _DUE_STATES = (str(ClaimState.QUEUED), str(ClaimState.AWAITING_ADJUDICATION), str(ClaimState.UNCONFIRMED))
@@ -113,6 +130,18 @@ MIGRATIONS: tuple[str, ...] = (
 )
 
 
+class _StoreConnection(psycopg.Connection[Any]):
+    """A pooled connection that remembers its session's `synchronous_commit` (None: as the
+    server's default, which the store does not assume), so that it is set only when it changes."""
+
+    synchronous_commit: bool | None = None
+
+    def commit_synchronously(self, durable: bool) -> None:
+        if self.synchronous_commit is not durable:
+            self.execute("SET synchronous_commit = on" if durable else "SET synchronous_commit = off")
+            self.synchronous_commit = durable
+
+
 class PostgresClaimStore:
     def __init__(self, url: str, pool_size: int = 10, connect_timeout_s: float = 5.0) -> None:
         self._url = url
@@ -145,6 +174,7 @@ class PostgresClaimStore:
                         min_size=1,
                         max_size=self._pool_size,
                         kwargs={"autocommit": True, "connect_timeout": max(1, int(self._timeout))},
+                        connection_class=_StoreConnection,
                         timeout=self._timeout,
                         open=False,
                         name="claim-store",
@@ -155,21 +185,25 @@ class PostgresClaimStore:
         return pool
 
     @contextmanager
-    def _connection(self) -> Iterator[psycopg.Connection[Any]]:
+    def _connection(self, durable: bool | None = True) -> Iterator[psycopg.Connection[Any]]:
+        """A pooled connection whose commits are synchronous (`durable`), asynchronous (False,
+        only for the writes the module's docstring names), or as they come (None: reads)."""
         try:
             with self._connections().connection() as db:
+                if durable is not None:
+                    db.commit_synchronously(durable)
                 yield db
         except (psycopg.OperationalError, psycopg_pool.PoolTimeout) as exc:
             raise StoreUnavailable(
                 f"the claim store database is unreachable ({type(exc).__name__})"
             ) from None
 
-    def _run(self, work: Callable[[psycopg.Connection[Any]], T]) -> T:
-        with self._connection() as db:
+    def _run(self, work: Callable[[psycopg.Connection[Any]], T], durable: bool | None = True) -> T:
+        with self._connection(durable) as db:
             return work(db)
 
-    def _transaction(self, work: Callable[[psycopg.Connection[Any]], T]) -> T:
-        with self._connection() as db, db.transaction():
+    def _transaction(self, work: Callable[[psycopg.Connection[Any]], T], durable: bool = True) -> T:
+        with self._connection(durable) as db, db.transaction():
             return work(db)
 
     def login_guard(self, base_delay: float, credentials: str) -> LoginGuard:
@@ -203,11 +237,12 @@ class PostgresClaimStore:
     # -- reads -----------------------------------------------------------------------------
 
     def _one(self, sql: str, params: tuple[Any, ...]) -> ClaimRecord | None:
-        row = self._run(lambda db: db.execute(sql, params).fetchone())
+        row = self._run(lambda db: db.execute(sql, params).fetchone(), durable=None)
         return row_record(row) if row else None
 
     def _many(self, sql: str, params: tuple[Any, ...]) -> list[ClaimRecord]:
-        return [row_record(r) for r in self._run(lambda db: db.execute(sql, params).fetchall())]
+        rows = self._run(lambda db: db.execute(sql, params).fetchall(), durable=None)
+        return [row_record(r) for r in rows]
 
     def get(self, ident: str) -> ClaimRecord | None:
         return self._one(f"{_SELECT} WHERE id = %s OR openimis_id = %s LIMIT 1", (ident, ident))
@@ -248,7 +283,7 @@ class PostgresClaimStore:
                 finished=finished,
             )
 
-        return self._run(read)
+        return self._run(read, durable=None)
 
     def due_reports(self, limit: int) -> list[tuple[ClaimRecord, str]]:
         rows = self._run(
@@ -257,17 +292,22 @@ class PostgresClaimStore:
                 "JOIN claims c ON c.id = p.claim_id WHERE (c.state = ANY(%s) OR "
                 "(c.state = 'awaiting-adjudication' AND c.outcome = 'positive')) LIMIT %s",
                 (list(_FINISHED), limit),
-            ).fetchall()
+            ).fetchall(),
+            durable=None,
         )
         return [(row_record(r[:-1]), r[-1]) for r in rows]
 
     # -- writes ----------------------------------------------------------------------------
 
     def intake(self, record: ClaimRecord) -> tuple[ClaimRecord, bool]:
+        """A new claim is one statement, committed asynchronously (the module's docstring says
+        why); a key already held is read and, if refused as invalid, replaced, in a transaction."""
         values = record_row(record)
+        if self._run(lambda db: db.execute(_INSERT_NEW, values).fetchone(), durable=False) is not None:
+            return record, True
 
         def insert(db: psycopg.Connection[Any]) -> tuple[ClaimRecord, bool]:
-            inserted = db.execute(_INSERT + " ON CONFLICT DO NOTHING RETURNING id", values).fetchone()
+            inserted = db.execute(_INSERT_NEW, values).fetchone()
             if inserted is not None:
                 return record, True
             row = db.execute(
@@ -284,14 +324,16 @@ class PostgresClaimStore:
             db.execute(_INSERT, values)
             return record, True
 
-        return self._transaction(insert)
+        return self._transaction(insert, durable=False)
 
     def finish(self, record_id: str, lease_owner: str | None, notify: bool = False, **fields: Any) -> bool:
         """Update a record the caller holds the lease of; with `notify`, its outbox rows too."""
         fields.setdefault("updated_at", time.time())
         sql, params = result_update(record_id, lease_owner, notify, fields, "%s")
         if not notify:
-            return self._run(lambda db: db.execute(sql, params).rowcount == 1)
+            # answered 202: in the mediator's custody (else openIMIS has given the result)
+            held = fields.get("state") == ClaimState.QUEUED or fields.get("response_status") == 202
+            return self._run(lambda db: db.execute(sql, params).rowcount == 1, durable=held)
         outbox = OUTBOX_INSERT.format(new_id=NEW_ID["postgresql"]).replace("?", "%s")
 
         def change_and_outbox(db: psycopg.Connection[Any]) -> bool:
@@ -300,7 +342,8 @@ class PostgresClaimStore:
                 db.execute(outbox, outbox_params(record_id, fields["updated_at"]))
             return changed
 
-        return self._transaction(change_and_outbox)
+        # Synchronous: a notification is a promise only the mediator can keep.
+        return self._transaction(change_and_outbox, durable=True)
 
     def lease_due(self, now: float, lease_s: float, owner: str, limit: int) -> list[ClaimRecord]:
         """One statement: the due claims no other forwarder holds, leased to `owner`."""
@@ -313,7 +356,7 @@ class PostgresClaimStore:
             f"RETURNING {', '.join(_COLUMNS)}"
         )
         params = (now + lease_s, owner, list(_OPEN), list(_DUE_STATES), now, now, now, limit)
-        records = self._many(sql, params)
+        records = [row_record(r) for r in self._run(lambda db: db.execute(sql, params).fetchall())]
         return sorted(records, key=lambda r: r.next_attempt_at)
 
     def import_records(self, records: list[ClaimRecord]) -> int:

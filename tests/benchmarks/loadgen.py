@@ -50,6 +50,9 @@ class Plan:
     content_type: str = "application/fhir+json"
     expect_status: int = 200
     expect_type: str | None = None
+    #: Further servers (replicas of the one at `port`): each client keeps a keep-alive
+    #: connection to every one and sends its requests to them in turn, as a balancer would.
+    also_ports: tuple[int, ...] = ()
 
     def render(self, unique: str) -> bytes:
         body = (
@@ -181,7 +184,9 @@ def run_clients(
     spans: list[tuple[float, float]] = []
 
     def client(index: int) -> None:
-        conn = _Connection(plan.host, plan.port)
+        ports = (plan.port, *plan.also_ports)
+        # clients start on different replicas, so that at any moment each has its share
+        conns = [_Connection(plan.host, ports[(index + i) % len(ports)]) for i in range(len(ports))]
         mine: list[float] = []
         ok = failed = 0
         my_errors: list[str] = []
@@ -196,6 +201,7 @@ def run_clients(
                 unique = f"{tag}{index:02d}x{n}"
                 request = plan.render(unique)
                 n += 1
+                conn = conns[n % len(conns)]
                 t0 = time.perf_counter()
                 try:
                     status, head, body = conn.exchange(request)
@@ -219,7 +225,8 @@ def run_clients(
                 ok += 1
         finally:
             ended = time.perf_counter()
-            conn.close()
+            for conn in conns:
+                conn.close()
             with lock:
                 latencies.extend(mine)
                 counts["ok"] += ok

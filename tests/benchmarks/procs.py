@@ -61,6 +61,11 @@ class Server:
     def port(self) -> int:
         return int(self.url.rsplit(":", 1)[1])
 
+    @property
+    def members(self) -> tuple[Server, ...]:
+        """The servers a measurement of this one drives (a `ServerGroup` has several)."""
+        return (self,)
+
     def log_tail(self, lines: int = 30) -> str:
         try:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
@@ -112,6 +117,58 @@ class Server:
                 out["workers"].append(entry)
             elif role in ("agent", "master"):
                 out[role] = entry
+        return out
+
+
+@dataclass
+class ServerGroup:
+    """Replicas measured together as one configuration: the load generator alternates each
+    client's requests between them; CPU and workers are the sum over the replicas."""
+
+    name: str
+    members: tuple[Server, ...]
+
+    @property
+    def port(self) -> int:
+        return self.members[0].port
+
+    @property
+    def url(self) -> str:
+        return self.members[0].url
+
+    @property
+    def process(self) -> subprocess.Popen[bytes]:
+        return self.members[0].process
+
+    @property
+    def env(self) -> dict[str, str]:
+        return self.members[0].env
+
+    @property
+    def log_path(self) -> Path:
+        return self.members[0].log_path
+
+    def log_tail(self, lines: int = 30) -> str:
+        return "\n".join(f"--- {m.name}\n{m.log_tail(lines)}" for m in self.members)
+
+    def stop(self, timeout: float = 15.0) -> None:
+        for member in self.members:
+            member.stop(timeout)
+
+    def cpu_seconds(self) -> float:
+        return sum(m.cpu_seconds() for m in self.members)
+
+    def cpu_by_role(self) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for member in self.members:
+            for role, seconds in member.cpu_by_role().items():
+                out[role] = out.get(role, 0.0) + seconds
+        return out
+
+    def memory(self) -> dict[str, Any]:
+        parts = [m.memory() for m in self.members]
+        out: dict[str, Any] = {"workers": [w for p in parts for w in p["workers"]]}
+        out.update({k: v for k, v in parts[0].items() if k != "workers"})
         return out
 
 

@@ -1,6 +1,6 @@
 """Benchmark of the mediator against a bare Python hop, measured in the same run.
 
-    .venv/bin/python tests/benchmarks/run.py [--smoke] [--scale] [--duration S] [--rounds N]
+    .venv/bin/python tests/benchmarks/run.py [--smoke] [--scale] [--stores] [--duration S] [--rounds N]
                                              [--instances N] [--out DIR] [--update-benchmarks-md]
 
 Starts on free loopback ports, each under gunicorn (gthread, 2 workers x 8 threads, as in
@@ -15,6 +15,10 @@ configuration but the upstream runs as `--instances` servers (default 2), measur
 by round: a server's req/s is off by up to 5 % for its whole life, the same for all its rounds.
 
 - `--smoke`: a few seconds; asserts only that every configuration answers every family correctly.
+- `--stores`: also the claim family on the PostgreSQL store (`stores.py`): one mediator per fresh
+  database of a PostgreSQL server the benchmark starts, and two replicas sharing one database
+  with the load alternating between them; reported as PostgreSQL/SQLite, PostgreSQL/bare hop and
+  two replicas/one (`--stores --families claim` measures the claim path alone).
 - `--scale`: memory after 10,000 claims, and the claim path with 0 / 10,000 / 100,000 finished
   records in the durable store (instead of the throughput matrix; `--all` runs both).
 
@@ -48,8 +52,18 @@ if str(ROOT) not in sys.path:  # run as a script: make `tests.benchmarks` and `m
     sys.path.insert(0, str(ROOT))
 
 from tests.benchmarks import fixtures as fixtures_mod  # noqa: E402
+from tests.benchmarks import stores as stores_mod  # noqa: E402
 from tests.benchmarks.loadgen import Plan, run_load  # noqa: E402
-from tests.benchmarks.procs import CPU_BINDING, THREADS, WORKERS, Server, gunicorn_argv, spawn, wait_ready  # noqa: E402
+from tests.benchmarks.procs import (  # noqa: E402
+    CPU_BINDING,
+    THREADS,
+    WORKERS,
+    Server,
+    ServerGroup,
+    gunicorn_argv,
+    spawn,
+    wait_ready,
+)
 from tests.support.services import free_port  # noqa: E402
 
 UPSTREAM_BASE = "/api/api_fhir_r4/"
@@ -71,12 +85,12 @@ class Config:
     """One server under test and the families it is measured on."""
 
     name: str
-    server: Server
+    server: Server | ServerGroup
     kind: str  # "upstream" (direct), "hop" (baseline), "mediator"
     families: tuple[str, ...]
     #: Further instances of the same configuration, measured in turn round by round: two servers
     #: of the same code differ by up to 5 % in req/s for their whole life (BENCHMARKS.md).
-    replicas: list[Server] = field(default_factory=list)
+    replicas: list[Server | ServerGroup] = field(default_factory=list)
 
     def instance(self, round_index: int) -> Config:
         """This configuration as measured in round `round_index`."""
@@ -98,11 +112,13 @@ def instance_name(name: str, copy: int) -> str:
 def plan_for(family: str, config: Config, fx: dict[str, Any]) -> Plan:
     host, port = "127.0.0.1", config.server.port
     direct = config.kind == "upstream"
+    # replicas measured together: the load alternates between them
+    also = {"also_ports": tuple(m.port for m in config.server.members[1:])}
     claim_bodies = tuple(text.encode() for text in fx["claim_requests"])
     placeholder = fixtures_mod.CODE_PLACEHOLDER.encode()
     if family == "search":
         path = f"{UPSTREAM_BASE}Medication/?_count=10" if direct else "/fhir/Medication?_count=10"
-        return Plan(host, port, "GET", path, expect_status=200, expect_type="Bundle")
+        return Plan(host, port, "GET", path, expect_status=200, expect_type="Bundle", **also)
     if family in ("claim", "claim-openhim"):
         return Plan(
             host,
@@ -115,6 +131,7 @@ def plan_for(family: str, config: Config, fx: dict[str, Any]) -> Plan:
             content_type="application/json" if direct else "application/fhir+json",
             expect_status=201,
             expect_type="ClaimResponse",
+            **also,
         )
     if family == "eligibility":
         return Plan(
@@ -127,6 +144,7 @@ def plan_for(family: str, config: Config, fx: dict[str, Any]) -> Plan:
             # openIMIS answers 201 (passed on by the bare hop); the mediator answers 200
             expect_status=200 if config.kind == "mediator" else fx["eligibility_status"],
             expect_type="CoverageEligibilityResponse",
+            **also,
         )
     raise ValueError(family)
 
@@ -208,7 +226,7 @@ def mediator_settings(extra: dict[str, str]) -> dict[str, str] | None:
 
 def measure(
     plan: Plan,
-    target: Server,
+    target: Server | ServerGroup,
     others: list[Server],
     concurrency: int,
     duration: float,
@@ -219,7 +237,7 @@ def measure(
     roles_before = target.cpu_by_role()
     result = run_load(plan, concurrency, duration, max_requests, **kw)
     roles_after = target.cpu_by_role()
-    for server in [target, *others]:
+    for server in [*target.members, *others]:
         if server.process.poll() is not None:
             raise RuntimeError(
                 f"{server.name} exited during the measurement ({server.process.returncode}; "
@@ -249,8 +267,10 @@ def throughput(
     rounds: int,
     duration: float,
     max_requests: int,
+    watched: list[Server] = (),  # type: ignore[assignment]
 ) -> dict[str, Any]:
-    """Rounds of (family x clients x configuration), configurations rotated within a round."""
+    """Rounds of (family x clients x configuration), configurations rotated within a round;
+    the CPU of the upstream and of the `watched` servers (PostgreSQL) is counted per request."""
     raw: dict[str, dict[str, dict[str, list[dict[str, Any]]]]] = {}
     for r in range(rounds):
         for family in FAMILIES:
@@ -261,7 +281,7 @@ def throughput(
                     result = measure(
                         plan_for(family, config, fx),
                         config.server,
-                        [upstream] if config.server is not upstream else [],
+                        [*([upstream] if config.server is not upstream else []), *watched],
                         concurrency,
                         duration,
                         max_requests,
@@ -539,8 +559,10 @@ def run(
     out: Path | None = None,
     update_benchmarks_md: bool = False,
     command: str = "",
+    stores: bool = False,
 ) -> dict[str, Any]:
     """Start everything, measure, stop everything; returns the results (also written to `out`)."""
+    from mediator.redaction import masked_url
     from mediator.serving import binds_workers, usable_cpus
 
     started = time.monotonic()
@@ -581,7 +603,7 @@ def run(
                 f"{CACHE_SETTING} is not a setting of this mediator: the cache-on configuration was skipped"
             )
         copies = 1 if smoke else instances
-        spawned: dict[str, list[Server]] = {}
+        spawned: dict[str, list[Server | ServerGroup]] = {}
         hops: dict[str, list[Server]] = {}
         if smoke or do_throughput:
             for name in BASELINES:
@@ -589,11 +611,31 @@ def run(
                     hops.setdefault(name, []).append(spawn_baseline(upstream, log_dir, i, name))
                     stack.callback(hops[name][-1].stop)
             for name, extra in mediators.items():
+                if name == "mediator+cache" and "search" not in FAMILIES:
+                    continue  # measured on search alone
                 for i in range(copies):
                     label = instance_name(name, i)
                     server = spawn_mediator(label, upstream, work / f"state-{label}", log_dir, extra)
                     stack.callback(server.stop)
                     spawned.setdefault(name, []).append(server)
+        watched: list[Server] = []  # their CPU is counted per request, like the upstream's
+        if stores and (smoke or do_throughput) and "claim" in FAMILIES:
+            pg = stack.enter_context(stores_mod.durable_postgres())
+            report["postgres"] = {**stores_mod.server_settings(pg), "pid": pg.process.pid}
+            watched.append(stores_mod.as_server(pg))
+            for name, replicas in ((stores_mod.PG, 1), (stores_mod.PAIR, 2)):
+                for i in range(copies):
+                    label = instance_name(name, i)
+                    # one fresh database per mediator, or per pair of replicas
+                    extra = {**mediators["mediator"], "CLAIM_STORE_URL": stores_mod.database_for(pg, label)}
+                    members = []
+                    for r in range(replicas):
+                        member = f"{label}-{'ab'[r]}" if replicas > 1 else label
+                        server = spawn_mediator(member, upstream, work / f"state-{member}", log_dir, extra)
+                        stack.callback(server.stop)
+                        members.append(server)
+                    group = ServerGroup(label, tuple(members)) if replicas > 1 else members[0]
+                    spawned.setdefault(name, []).append(group)
         baselines = [server for servers in hops.values() for server in servers]
         for server in baselines:
             wait_ready(server, "/fhir/Medication", 30)
@@ -604,7 +646,7 @@ def run(
             configs.append(Config(name, servers[0], "hop", FAMILIES, servers[1:]))
         for name, servers in spawned.items():
             try:
-                for server in servers:
+                for server in (member for group in servers for member in group.members):
                     wait_ready(server, "/health", 60)
             except RuntimeError as exc:
                 report["notes"].append(f"{name} did not start, skipped: {str(exc).splitlines()[0]}")
@@ -612,10 +654,19 @@ def run(
                     raise
                 continue
             families = tuple(f for f in FAMILIES if f == "search") if name == "mediator+cache" else FAMILIES
+            if name in (stores_mod.PG, stores_mod.PAIR):
+                families = ("claim",)
             configs.append(Config(name, servers[0], "mediator", families, servers[1:]))
-        under_test = [*baselines, *(server for servers in spawned.values() for server in servers)]
+        under_test = [
+            *baselines,
+            *(m for servers in spawned.values() for group in servers for m in group.members),
+        ]
         report["configurations"] = {
-            c.name: {"families": list(c.families), "env": c.server.env if c.kind == "mediator" else {}}
+            c.name: {
+                "families": list(c.families),
+                "env": {k: masked_url(v) for k, v in c.server.env.items()} if c.kind == "mediator" else {},
+                "replicas": len(c.server.members),
+            }
             for c in configs
         }
 
@@ -629,7 +680,11 @@ def run(
                 for family in instance.families:
                     run_load(plan_for(family, instance, fx), 16, 0.5, 400)
             if do_throughput:
-                report["throughput"] = throughput(configs, upstream, fx, rounds, duration, max_requests)
+                report["throughput"] = throughput(
+                    configs, upstream, fx, rounds, duration, max_requests, watched
+                )
+                if stores:
+                    report["throughput"]["stores"] = stores_mod.comparison(report["throughput"])
             for server in under_test:
                 server.stop()
             if do_scale:
@@ -690,6 +745,7 @@ def markdown(report: dict[str, Any]) -> str:
         lines.append("")
     if "throughput" in report:
         lines += _throughput_tables(report["throughput"]["summary"])
+        lines += stores_mod.tables(report)
         lines += _budget(report["throughput"]["summary"])
     if "scale" in report:
         lines += _scale_tables(report["scale"])
@@ -870,6 +926,11 @@ def main(argv: list[str] | None = None) -> int:
         "--scale", action="store_true", help="memory and store-size runs instead of throughput"
     )
     parser.add_argument("--all", action="store_true", help="throughput and scale runs")
+    parser.add_argument(
+        "--stores",
+        action="store_true",
+        help="also the claim path on PostgreSQL: one replica, and two replicas on one database",
+    )
     parser.add_argument("--duration", type=float, default=2.0, help="seconds per measurement (default 2)")
     parser.add_argument("--rounds", type=int, default=4, help="interleaved rounds (default 4)")
     parser.add_argument(
@@ -902,6 +963,7 @@ def main(argv: list[str] | None = None) -> int:
         out=args.out,
         update_benchmarks_md=args.update_benchmarks_md and not args.smoke,
         command=command.strip(),
+        stores=args.stores,
     )
     if args.smoke:
         print(json.dumps(report["smoke"], indent=1))
