@@ -267,7 +267,7 @@ def throughput(
     rounds: int,
     duration: float,
     max_requests: int,
-    watched: list[Server] = (),  # type: ignore[assignment]
+    watched: list[Server] | None = None,
 ) -> dict[str, Any]:
     """Rounds of (family x clients x configuration), configurations rotated within a round;
     the CPU of the upstream and of the `watched` servers (PostgreSQL) is counted per request."""
@@ -281,7 +281,7 @@ def throughput(
                     result = measure(
                         plan_for(family, config, fx),
                         config.server,
-                        [*([upstream] if config.server is not upstream else []), *watched],
+                        [*([upstream] if config.server is not upstream else []), *(watched or [])],
                         concurrency,
                         duration,
                         max_requests,
@@ -636,6 +636,8 @@ def run(
                         members.append(server)
                     group = ServerGroup(label, tuple(members)) if replicas > 1 else members[0]
                     spawned.setdefault(name, []).append(group)
+        elif stores and (smoke or do_throughput):
+            report["notes"].append("--stores measures the claim family, which this run leaves out")
         baselines = [server for servers in hops.values() for server in servers]
         for server in baselines:
             wait_ready(server, "/fhir/Medication", 30)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+import statistics
 import subprocess
 import types
 from collections.abc import Iterator
@@ -128,9 +129,9 @@ def comparison(throughput: dict[str, Any]) -> dict[str, Any] | None:
 
 def _postgres_cpu(throughput: dict[str, Any], c: str, name: str) -> float | None:
     results = throughput["raw"].get("claim", {}).get(c, {}).get(name, [])
-    values = sorted(r["other_cpu_ms_per_req"].get("postgres") for r in results if r["rps"])
+    values = [r["other_cpu_ms_per_req"].get("postgres") for r in results if r["rps"]]
     values = [v for v in values if v is not None]
-    return values[len(values) // 2] if values else None
+    return statistics.median(values) if values else None
 
 
 def tables(report: dict[str, Any]) -> list[str]:
