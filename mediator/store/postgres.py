@@ -274,14 +274,7 @@ class PostgresClaimStore:
                 "SELECT last_error FROM claims WHERE state = 'queued' AND last_error IS NOT NULL "
                 "ORDER BY updated_at DESC LIMIT 1"
             ).fetchone()
-            return QueueStats(
-                depth=counts.get(ClaimState.QUEUED, 0) + counts.get(ClaimState.SENDING, 0),
-                awaiting_adjudication=counts.get(ClaimState.AWAITING_ADJUDICATION, 0),
-                unconfirmed=counts.get(ClaimState.UNCONFIRMED, 0),
-                oldest_queued_age_s=round(now - oldest, 1) if oldest is not None else None,
-                last_error=last_error[0] if last_error else None,
-                finished=finished,
-            )
+            return QueueStats.of(counts, now, oldest, last_error[0] if last_error else None, finished)
 
         return self._run(read, durable=None)
 

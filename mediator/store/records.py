@@ -149,6 +149,20 @@ class QueueStats:
     last_error: str | None
     finished: int
 
+    @classmethod
+    def of(
+        cls, counts: dict[Any, int], now: float, oldest: float | None, last_error: str | None, finished: int
+    ) -> QueueStats:
+        """From the open records counted by state (both stores read the same numbers)."""
+        return cls(
+            depth=counts.get(ClaimState.QUEUED, 0) + counts.get(ClaimState.SENDING, 0),
+            awaiting_adjudication=counts.get(ClaimState.AWAITING_ADJUDICATION, 0),
+            unconfirmed=counts.get(ClaimState.UNCONFIRMED, 0),
+            oldest_queued_age_s=round(now - oldest, 1) if oldest is not None else None,
+            last_error=last_error,
+            finished=finished,
+        )
+
 
 class ClaimStore(Protocol):
     def intake(self, record: ClaimRecord) -> tuple[ClaimRecord, bool]:

@@ -258,14 +258,7 @@ class SqliteClaimStore:
             "ORDER BY updated_at DESC LIMIT 1",
             (ClaimState.QUEUED,),
         ).fetchone()
-        return QueueStats(
-            depth=counts.get(ClaimState.QUEUED, 0) + counts.get(ClaimState.SENDING, 0),
-            awaiting_adjudication=counts.get(ClaimState.AWAITING_ADJUDICATION, 0),
-            unconfirmed=counts.get(ClaimState.UNCONFIRMED, 0),
-            oldest_queued_age_s=round(now - oldest, 1) if oldest is not None else None,
-            last_error=last_error[0] if last_error else None,
-            finished=finished,
-        )
+        return QueueStats.of(counts, now, oldest, last_error[0] if last_error else None, finished)
 
     def every_record(self, batch: int = 500) -> Iterator[list[ClaimRecord]]:
         """All records, a batch at a time, in the order they were stored (`store migrate`)."""

@@ -145,18 +145,7 @@ class OutcomeRecording(ClaimAnswers):
         delay *= 1 + random.uniform(-settings.forward_backoff_jitter, settings.forward_backoff_jitter)
         if retry_after is not None:
             delay = max(delay, retry_after)
-        body = held_claim_response(record, reason)
-        self._settle(
-            record,
-            record.lease_owner,
-            state=ClaimState.QUEUED,
-            outcome="queued",
-            response_status=202,
-            response_body=compact_json(body),
-            next_attempt_at=self._clock() + delay,
-            lease_until=0,
-            last_error=reason,
-        )
+        self._keep(record, ClaimState.QUEUED, reason, self._clock() + delay)
         log.warning(
             "claim held for later delivery",
             extra={"claim_code": record.claim_code, "reason": reason, "retry_in_s": round(delay, 1)},
@@ -172,20 +161,25 @@ class OutcomeRecording(ClaimAnswers):
             f"{record.facility!r} under it (another facility's claim answers that code): not sent again; "
             "an operator settles it in openIMIS, then runs `queue retry`"
         )
-        body = held_claim_response(record, reason)
-        self._settle(
-            record,
-            record.lease_owner,
-            state=ClaimState.UNCONFIRMED,
-            outcome="queued",
-            response_status=202,
-            response_body=compact_json(body),
-            next_attempt_at=self._clock() + self._settings().forward_backoff_max,
-            lease_until=0,
-            last_error=reason,
+        self._keep(
+            record, ClaimState.UNCONFIRMED, reason, self._clock() + self._settings().forward_backoff_max
         )
         log.error("claim held for an operator", extra={"claim_code": record.claim_code, "reason": reason})
         return self.recorded_answer(record)
+
+    def _keep(self, record: ClaimRecord, state: ClaimState, reason: str, next_attempt_at: float) -> None:
+        """The claim stays with the mediator (answered 202, queued) until `next_attempt_at`."""
+        self._settle(
+            record,
+            record.lease_owner,
+            state=state,
+            outcome="queued",
+            response_status=202,
+            response_body=compact_json(held_claim_response(record, reason)),
+            next_attempt_at=next_attempt_at,
+            lease_until=0,
+            last_error=reason,
+        )
 
     def _settle(
         self, record: ClaimRecord, lease_owner: str | None, notify: bool = False, **fields: Any
